@@ -1,0 +1,63 @@
+# resnet-edge. On a fresh clone: `make export` (trains a quick model first if needed) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CKPT   ?= checkpoints/best.pt
+ARTIFACTS ?= artifacts
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup data train export test lint gpu-check clean help
+
+help:
+	@echo "make export   train (if no $(CKPT)) and export verified ONNX artifacts to $(ARTIFACTS)/"
+	@echo "make test     lint, layer contract and the test suite"
+	@echo "make train    train the quick preset (>=90% in <5 min on 2 CPU cores)"
+	@echo "make gpu-check  GPU-marked tests and the full preset on CUDA (needs a GPU)"
+
+setup: $(STAMP) data
+
+# torch first and pinned: an unpinned 'torch' pulls a multi-GB CUDA build. 2.13.0 is the
+# CPU wheel on this project's machines; elsewhere fall back to PyTorch's CPU index.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION) \
+	  || $(BIN)/pip install -q 'torch>=2.5' --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist; nothing is downloaded at run time.
+data: $(STAMP)
+	@$(BIN)/python -c "from train.data import locate; locate()" 2>/dev/null && exit 0; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi; \
+	$(BIN)/python -c "from train.data import locate; locate()" 2>/dev/null || { \
+	  echo "Fashion-MNIST is missing. Install it with 'apt-get install dataset-fashion-mnist', or put"; \
+	  echo "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and"; \
+	  echo "t10k-labels-idx1-ubyte.gz in ./data/fashion-mnist/ (or set FASHION_MNIST_DIR=DIR)."; }
+
+$(CKPT):
+	$(MAKE) train
+
+train: setup
+	$(BIN)/resnet-edge train --preset quick --out $(dir $(CKPT))
+
+export: setup $(CKPT)
+	$(BIN)/resnet-edge export $(CKPT) --out $(ARTIFACTS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest -q
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,66 @@
+"""`resnet-edge export`."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from export.onnx import DEFAULT_OPSET
+from export.quantize import CalibMethod
+from export.tensorrt import Profile
+from train.cli_util import cli_errors, make_console
+from train.errors import InvalidInput
+
+console = make_console()
+Opt = typer.Option
+
+
+def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C, so staging files are cleaned up
+    raise KeyboardInterrupt
+
+
+@cli_errors
+def export_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint to export.")] = Path("checkpoints/best.pt"),
+    out: Annotated[Path, Opt("--out", help="Artifact directory (manifest.json and the files it names).")] = Path("artifacts"),
+    opset: Annotated[int, Opt(help="ONNX opset (18-21).")] = DEFAULT_OPSET,
+    calib_size: Annotated[int, Opt(help="Training images used to calibrate INT8.")] = 1000,
+    calib_method: Annotated[str, Opt(help="INT8 calibration: minmax, entropy or percentile.")] = "percentile",
+    cpu_int8: Annotated[bool, Opt("--cpu-int8/--no-cpu-int8",
+                                  help="Also try uint8 activations for ORT CPU; kept only if measurably better.")] = True,
+    trt: Annotated[Optional[bool], Opt("--trt/--no-trt",
+                                       help="Build TensorRT engines (default: when TensorRT and a GPU exist).")] = None,
+    trt_batch: Annotated[str, Opt(help="TensorRT profile batch sizes min,opt,max.")] = "1,32,64",
+    workspace_mb: Annotated[int, Opt(help="TensorRT builder workspace limit.")] = 1024,
+    triton_repo: Annotated[Optional[Path], Opt(help="Also write a Triton model repository here.")] = None,
+    max_batch_size: Annotated[int, Opt(help="max_batch_size of the Triton configs.")] = 64,
+    queue_delay_us: Annotated[int, Opt(help="Triton dynamic batching max_queue_delay_microseconds.")] = 100,
+    data_dir: Annotated[Optional[Path], Opt(help="Directory with the four Fashion-MNIST IDX files.")] = None,
+) -> None:
+    """Fold BN, export ONNX FP32/FP16/INT8 (and TensorRT engines), verify each on the test set, write the manifest."""
+    from export.pipeline import ExportConfig, run_export
+
+    if calib_method not in {m.value for m in CalibMethod}:
+        raise InvalidInput(f"--calib-method must be one of minmax, entropy, percentile, not '{calib_method}'.")
+    try:
+        mn, op, mx = (int(v) for v in trt_batch.split(","))
+    except ValueError:
+        raise InvalidInput(f"--trt-batch must be three integers min,opt,max, not '{trt_batch}'.") from None
+    cfg = ExportConfig(checkpoint=ckpt, out=out, opset=opset, calib_size=calib_size,
+                       calib_method=CalibMethod(calib_method), cpu_int8_variant=cpu_int8, trt=trt,
+                       trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
+                       triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
+                       data_dir=data_dir)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        manifest = run_export(cfg, console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    console.print(f"[bold green]{len(manifest['artifacts'])} artifacts verified[/]; manifest: {out / 'manifest.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

@@ -1,0 +1,79 @@
+"""Exact BatchNorm folding: every conv -> BN pair becomes one conv with a bias.
+
+W' = W * g / sqrt(var + eps) and b' = (b - mean) * g / sqrt(var + eps) + beta, computed
+in float64 and cast back, so the folded model matches the original to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from train.errors import InvalidInput
+
+
+@torch.no_grad()
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new conv equal to ``bn(conv(x))`` for an eval-mode BN."""
+    if conv.out_channels != bn.num_features:
+        raise InvalidInput(f"Cannot fold a BatchNorm of {bn.num_features} features into a conv of "
+                           f"{conv.out_channels} output channels.")
+    if bn.running_mean is None or bn.running_var is None:
+        raise InvalidInput("Cannot fold a BatchNorm that tracks no running statistics.")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
+                      padding_mode=conv.padding_mode)
+    w = conv.weight.detach().to(torch.float64)
+    b = conv.bias.detach().to(torch.float64) if conv.bias is not None else torch.zeros(conv.out_channels, dtype=torch.float64)
+    gamma = bn.weight.detach().to(torch.float64) if bn.affine else torch.ones_like(b)
+    beta = bn.bias.detach().to(torch.float64) if bn.affine else torch.zeros_like(b)
+    scale = gamma / torch.sqrt(bn.running_var.to(torch.float64) + bn.eps)
+    fused.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+    fused.bias.copy_(((b - bn.running_mean.to(torch.float64)) * scale + beta).to(conv.weight.dtype))
+    return fused.to(conv.weight.device).eval()
+
+
+def _bn_partner(conv_name: str) -> str:
+    """Name of the BN that follows a conv, by the model's naming convention."""
+    head, _, leaf = conv_name.rpartition(".")
+    bn_leaf = "bn" if leaf == "conv" else leaf.replace("conv", "bn")
+    return f"{head}.{bn_leaf}" if head else bn_leaf
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Return a new eval-mode model in which every BatchNorm is folded into its conv.
+
+    Pairs are found by name (``conv1``/``bn1``, ``shortcut.conv``/``shortcut.bn``); each
+    BN is replaced by ``nn.Identity``. A BN with no conv partner, or a model in training
+    mode (whose BN would use batch statistics), is an error.
+    """
+    if model.training:
+        raise InvalidInput("fold_batchnorm needs a model in eval mode; call model.eval() first, "
+                           "since a training-mode BatchNorm uses batch statistics and cannot be folded.")
+    folded = copy.deepcopy(model)
+    modules = dict(folded.named_modules())
+    bns = {n for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    paired = set()
+    for name, conv in list(modules.items()):
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        bn_name = _bn_partner(name)
+        if bn_name in bns:
+            _set(folded, name, fuse_conv_bn(conv, modules[bn_name]))
+            _set(folded, bn_name, nn.Identity())
+            paired.add(bn_name)
+    orphans = sorted(bns - paired)
+    if orphans:
+        raise InvalidInput(f"BatchNorm '{orphans[0]}' follows no conv it can be folded into.")
+    return folded.eval()
+
+
+def count_modules(model: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+def _set(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, leaf = dotted.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)

@@ -1,0 +1,85 @@
+"""Parity statistics between reference logits and an artifact's logits, and ONNX Runtime evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Accuracy bounds of exported variants, in percentage points of the PyTorch FP32 checkpoint.
+MAX_ACC_DROP_PT = {"fp32": 0.1, "fp16": 0.1, "int8": 0.5}
+# Folding must be exact up to float32 rounding: max |dlogit| <= FOLD_RTOL * max |logit|.
+FOLD_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    max_abs: float  # max |out - ref| over all logits
+    max_rel: float  # max_abs / max |ref|
+    cosine_min: float  # lowest per-sample cosine similarity of logit vectors
+    top1_agreement: float  # fraction of samples whose argmax matches the reference
+    accuracy: float  # artifact's accuracy on the labels
+    ref_accuracy: float
+    n: int
+
+    @property
+    def delta_acc_pt(self) -> float:
+        return (self.accuracy - self.ref_accuracy) * 100
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "delta_acc_pt": self.delta_acc_pt}
+
+
+def parity(ref: np.ndarray, out: np.ndarray, labels: np.ndarray) -> ParityStats:
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"logit shapes differ: {ref.shape} vs {out.shape}")
+    diff = np.abs(out - ref)
+    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = np.divide((ref * out).sum(1), denom, out=np.ones(len(ref)), where=denom > 0)
+    return ParityStats(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        max_rel=float(diff.max() / max(np.abs(ref).max(), 1e-12)) if diff.size else 0.0,
+        cosine_min=float(cos.min()) if cos.size else 1.0,
+        top1_agreement=float((ref.argmax(1) == out.argmax(1)).mean()),
+        accuracy=float((out.argmax(1) == labels).mean()),
+        ref_accuracy=float((ref.argmax(1) == labels).mean()),
+        n=len(ref),
+    )
+
+
+def ort_session(path: Path, threads: int = 0):
+    """A CPU ONNX Runtime session with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_logits(path: Path, images: np.ndarray, batch_size: int = 500, threads: int = 0) -> np.ndarray:
+    """Run ``images`` [N, C, H, W] float32 through the ONNX file on ONNX Runtime's CPU provider."""
+    sess = ort_session(path, threads)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: images[i:i + batch_size]})[0]
+                           for i in range(0, len(images), batch_size)]).astype(np.float32)
+
+
+def ort_latency_ms(path: Path, batch: np.ndarray, *, repeats: int = 15, threads: int = 0) -> float:
+    """Median wall time of one ONNX Runtime CPU call on ``batch``, after two warm-up calls."""
+    import time
+
+    sess = ort_session(path, threads)
+    feed = {sess.get_inputs()[0].name: batch}
+    for _ in range(2):
+        sess.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)

@@ -1,0 +1,327 @@
+"""`make export`: checkpoint in; verified ONNX (FP32/FP16/INT8), engines, manifest and Triton repo out.
+
+Everything is built in a staging directory and evaluated on the full test set before
+anything in the output directory changes. The commit removes the old manifest first and
+writes the new one last, so an interrupted export never leaves a manifest that names a
+missing or different file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from export import quantize, tensorrt
+from export.fold import fold_batchnorm
+from export.manifest import MANIFEST, write_manifest
+from export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, _check_opset, export_onnx
+from export.parity import FOLD_RTOL, MAX_ACC_DROP_PT, ParityStats, ort_latency_ms, ort_logits, parity
+from train import __version__
+from train.atomic import sha256_file
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.data import load_fashion_mnist, to_input
+from train.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
+from train.evaluate import predict
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: Path = Path("checkpoints/best.pt")
+    out: Path = Path("artifacts")
+    opset: int = DEFAULT_OPSET
+    calib_size: int = 1000
+    calib_method: quantize.CalibMethod = quantize.CalibMethod.PERCENTILE
+    cpu_int8_variant: bool = True  # also try asymmetric uint8 activations; kept only if measurably better
+    trt: bool | None = None  # None: build engines where possible, else skip with a notice
+    trt_profile: tensorrt.Profile = field(default_factory=tensorrt.Profile)
+    workspace_mb: int = 1024
+    triton_repo: Path | None = None
+    max_batch_size: int = 64
+    queue_delay_us: int = 100
+    data_dir: Path | None = None
+    seed: int = 0
+
+
+def tool_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxscript
+
+    return {"resnet_edge": __version__, "torch": str(torch.__version__), "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "onnxscript": onnxscript.__version__}
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(f"Output directory {out} is not writable ({exc.strerror}).") from None
+
+
+def _validate(cfg: ExportConfig) -> None:
+    _check_opset(cfg.opset)
+    if cfg.calib_size < quantize.MIN_CALIBRATION:
+        raise InvalidInput(f"A calibration set of {cfg.calib_size} images is too small; use at least "
+                           f"{quantize.MIN_CALIBRATION} (default 1000).")
+    if cfg.calib_size > 60_000:
+        raise InvalidInput(f"--calib-size {cfg.calib_size} exceeds the 60000 training images.")
+    if cfg.max_batch_size < 1:
+        raise InvalidInput("--max-batch-size must be at least 1.")
+    if cfg.trt:
+        reason = tensorrt.unavailable_reason()
+        if reason:
+            raise MissingDependency(f"--trt was asked for, but {reason[0].lower()}{reason[1:]}")
+    _check_output_dir(cfg.out)
+
+
+class _Exporter:
+    """One export run: reference logits, staged artifacts and their evaluation rows."""
+
+    def __init__(self, cfg: ExportConfig, console: Console) -> None:
+        self.cfg, self.console = cfg, console
+        self.state = load_checkpoint(cfg.checkpoint)
+        self.model = model_from_checkpoint(self.state, cfg.checkpoint)
+        self.mcfg = self.model.config
+        self.name = f"resnet{self.mcfg.depth}"
+        self.rows: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.decisions: dict[str, Any] = {}
+
+    def load_data(self) -> None:
+        m, cfg = self.mcfg, self.cfg
+        data = load_fashion_mnist(cfg.data_dir)
+        self.data, self.labels = data, data.test.labels.numpy()
+        self.test_x = to_input(data.test.images, m.mean, m.std, m.image_size).numpy()
+        gen = torch.Generator().manual_seed(cfg.seed)
+        idx = torch.randperm(len(data.train), generator=gen)[: cfg.calib_size]
+        self.calib_x = to_input(data.train.images[idx], m.mean, m.std, m.image_size).numpy()
+
+    def reference(self) -> None:
+        kw = dict(mean=self.mcfg.mean, std=self.mcfg.std, image_size=self.mcfg.image_size)
+        self.ref = predict(self.model, self.data.test, **kw).numpy()
+        folded = predict(fold_batchnorm(self.model), self.data.test, **kw).numpy()
+        self.fold_stats = parity(self.ref, folded, self.labels)
+        s = self.fold_stats
+        if s.max_rel > FOLD_RTOL or s.top1_agreement < 1.0:
+            raise ArtifactMismatch(f"BN folding changed the logits: max |dlogit| {s.max_abs:.3g} ({s.max_rel:.3g} "
+                                   f"of max |logit|, bound {FOLD_RTOL}), top-1 agreement {s.top1_agreement:.2%}.")
+
+    def evaluate(self, path: Path, precision: str, build_s: float, **extra: Any) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        stats = parity(self.ref, ort_logits(path, self.test_x), self.labels)
+        row = _artifact_entry(path, precision, stats, build_s, time.perf_counter() - t0, self.mcfg, **extra)
+        self.rows.append(row)
+        return row
+
+    def onnx_variants(self, staging: Path, step) -> dict[str, Path]:
+        cfg, name = self.cfg, self.name
+        step("ONNX FP32 export + evaluation")
+        t0 = time.perf_counter()
+        fp32 = export_onnx(cfg.checkpoint, staging / f"{name}_fp32.onnx", opset=cfg.opset,
+                           test_accuracy=self.fold_stats.ref_accuracy)
+        self.evaluate(fp32, "fp32", time.perf_counter() - t0, opset=cfg.opset)
+        step("ONNX FP16 + evaluation")
+        t0 = time.perf_counter()
+        fp16 = quantize.to_fp16(fp32, staging / f"{name}_fp16.onnx")
+        self.evaluate(fp16, "fp16", time.perf_counter() - t0, opset=cfg.opset)
+        step(f"INT8 QDQ ({cfg.calib_method.value}, {cfg.calib_size} images)")
+        opts = quantize.Int8Options(calibration=cfg.calib_method)
+        t0 = time.perf_counter()
+        int8 = quantize.to_int8(fp32, staging / f"{name}_int8.onnx", self.calib_x, opts)
+        s8 = self.evaluate(int8, "int8", time.perf_counter() - t0, opset=cfg.opset, activations="s8",
+                           calibration=opts.calibration.value, calibration_images=cfg.calib_size)
+        if cfg.cpu_int8_variant:
+            step("INT8 uint8-activation CPU variant")
+            self.cpu_int8_variant(fp32, int8, staging / f"{name}_int8_cpu.onnx", opts, s8)
+        return {"fp32": fp32, "fp16": fp16, "int8": int8}
+
+    def cpu_int8_variant(self, fp32: Path, s8_path: Path, out: Path, opts, s8: dict[str, Any]) -> None:
+        """Keep the asymmetric-uint8 variant only if measurably faster or more accurate on ORT CPU."""
+        t0 = time.perf_counter()
+        u8_path = quantize.to_int8(fp32, out, self.calib_x, replace(opts, activations=quantize.Activations.U8))
+        u8 = self.evaluate(u8_path, "int8", time.perf_counter() - t0, opset=self.cfg.opset, activations="u8",
+                           target="cpu", calibration=opts.calibration.value, calibration_images=self.cfg.calib_size)
+        batch = self.test_x[:64]
+        s8_ms, u8_ms = ort_latency_ms(s8_path, batch), ort_latency_ms(u8_path, batch)
+        keep = (u8_ms < 0.95 * s8_ms or u8["test_accuracy"] >= s8["test_accuracy"] + 0.001) and u8["status"] == "ok"
+        self.decisions["int8_cpu_u8_variant"] = {
+            "kept": keep, "s8_ms_batch64": round(s8_ms, 3), "u8_ms_batch64": round(u8_ms, 3),
+            "s8_accuracy": s8["test_accuracy"], "u8_accuracy": u8["test_accuracy"],
+            "rule": "kept if >=5% faster at batch 64 on ONNX Runtime CPU, or >=0.1 pt more accurate"}
+        if not keep:
+            self.rows.remove(u8)
+            u8_path.unlink()
+
+    def engines(self, staging: Path, onnx_files: dict[str, Path], step) -> None:
+        if self.cfg.trt is False:
+            self.skipped.append({"format": "tensorrt", "reason": "--no-trt was given."})
+            return
+        reason = tensorrt.unavailable_reason()
+        if reason:
+            self.skipped.append({"format": "tensorrt", "reason": reason})
+            return
+        m = self.mcfg
+        for precision, src in onnx_files.items():
+            step(f"TensorRT {precision} engine")
+            # TensorRT 11 is strongly typed: precision comes from the FP16/QDQ ONNX; TRT 10 adds flags.
+            out = staging / f"{self.name}_{precision}.engine"
+            t0 = time.perf_counter()
+            tensorrt.build_engine(src, out, precision=precision, input_name=INPUT_NAME,
+                                  chw=(m.in_channels, m.image_size, m.image_size), profile=self.cfg.trt_profile,
+                                  workspace_mb=self.cfg.workspace_mb, timing_cache=self.cfg.out / "trt.timing.cache")
+            build_s = time.perf_counter() - t0
+            logits = _engine_logits(out, self.test_x, self.cfg.trt_profile.max_batch)
+            stats = parity(self.ref, logits, self.labels)
+            row = _artifact_entry(out, precision, stats, build_s, 0.0, m, fmt="tensorrt",
+                                  sidecar=tensorrt.sidecar_path(out).name)
+            self.rows.append(row)
+
+    def manifest(self) -> dict[str, Any]:
+        m, s = self.mcfg, self.state
+        return {
+            "model": {"name": self.name, "depth": m.depth, "stem": m.stem, "num_classes": m.num_classes,
+                      "class_names": list(m.class_names)},
+            "preprocessing": {"image_size": m.image_size, "channels": m.in_channels, "mean": [m.mean] * m.in_channels,
+                              "std": [m.std] * m.in_channels, "scale": 1 / 255, "resize": m.resize,
+                              "layout": "NCHW", "source_size": 28},
+            "io": {"input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, m.in_channels, m.image_size, m.image_size]},
+                   "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, m.num_classes]}},
+            "source": {"checkpoint": str(self.cfg.checkpoint), "sha256": sha256_file(self.cfg.checkpoint),
+                       "epoch": s["epoch"], "test_accuracy": self.fold_stats.ref_accuracy,
+                       "train_reported_test_accuracy": s["metrics"].get("test_acc"),
+                       "data_sha256": s.get("data_sha256", "")},
+            "fold": self.fold_stats.to_dict(),
+            "artifacts": self.rows,
+            "skipped": self.skipped,
+            "decisions": self.decisions,
+            "tools": tool_versions(),
+        }
+
+
+def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run the whole export; returns the manifest that was written."""
+    console = console or Console(stderr=True)
+    _validate(cfg)
+    ex = _Exporter(cfg, console)
+    engines = cfg.trt is not False and tensorrt.unavailable_reason() is None
+    total = 5 + int(cfg.cpu_int8_variant) + (3 if engines else 0)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cfg.out))
+    try:
+        with Progress(TextColumn("[bold]{task.description:<38}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("loading Fashion-MNIST", total=total)
+
+            def step(description: str) -> None:
+                bar.update(task, description=description, advance=1)
+
+            ex.load_data()
+            step("PyTorch FP32 reference + BN folding")
+            ex.reference()
+            onnx_files = ex.onnx_variants(staging, step)
+            ex.engines(staging, onnx_files, step)
+            bar.update(task, description="done", completed=total)
+        console.print(results_table(ex.rows, ex.fold_stats, cfg.out))
+        for s in ex.skipped:
+            console.print(f"[yellow]skipped TensorRT engines:[/] {escape(s['reason'])}")
+        failures = [r for r in ex.rows if r["status"] != "ok"]
+        if failures:
+            detail = "; ".join(f"{r['path']} {r['test_accuracy']:.2%} is {-r['parity']['delta_acc_pt']:.2f} pt below "
+                               f"PyTorch {r['parity']['ref_accuracy']:.2%} (bound {r['max_acc_drop_pt']} pt)"
+                               for r in failures)
+            raise AccuracyRegression(f"Export failed its accuracy bounds and wrote nothing: {detail}.")
+        manifest = ex.manifest()
+        _commit(staging, cfg.out, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if cfg.triton_repo is not None:
+        from export.triton import write_triton_repo
+
+        dirs = write_triton_repo(manifest, cfg.out, cfg.triton_repo, max_batch_size=cfg.max_batch_size,
+                                 queue_delay_us=cfg.queue_delay_us)
+        console.print(f"Triton model repository: {cfg.triton_repo}/ ({len(dirs)} models)")
+    return manifest
+
+
+def _artifact_entry(path: Path, precision: str, stats: ParityStats, build_s: float, eval_s: float, mcfg,
+                    *, fmt: str = "onnx", target: str = "any", **extra: Any) -> dict[str, Any]:
+    bound = MAX_ACC_DROP_PT[precision]
+    ok = stats.delta_acc_pt >= -bound
+    tools = tool_versions()
+    if fmt == "tensorrt":
+        import tensorrt as trt
+
+        tools["tensorrt"] = str(trt.__version__)
+    return {
+        "path": path.name, "format": fmt, "precision": precision, "target": target,
+        "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": [-1, mcfg.in_channels, mcfg.image_size, mcfg.image_size]}],
+        "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, mcfg.num_classes]}],
+        "test_accuracy": stats.accuracy, "parity": stats.to_dict(), "max_acc_drop_pt": bound,
+        "status": "ok" if ok else "fail", "build_seconds": round(build_s, 3), "eval_seconds": round(eval_s, 3),
+        "tools": tools, **extra,
+    }
+
+
+def _engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
+    """Run the test set through a fresh engine with the named-tensor API (execute_async_v3)."""
+    import tensorrt as trt
+
+    cuda_engine = tensorrt.load_engine(engine)
+    context = cuda_engine.create_execution_context()
+    stream = torch.cuda.Stream()
+    outs = []
+    out_name = next(cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)
+                    if cuda_engine.get_tensor_mode(cuda_engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT)
+    for i in range(0, len(x), max_batch):
+        xb = torch.from_numpy(x[i:i + max_batch]).cuda()
+        context.set_input_shape(INPUT_NAME, tuple(xb.shape))
+        yb = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device="cuda")
+        context.set_tensor_address(INPUT_NAME, xb.data_ptr())
+        context.set_tensor_address(out_name, yb.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise ArtifactMismatch(f"TensorRT failed to run {engine}.")
+        stream.synchronize()
+        outs.append(yb.cpu().numpy())
+    return np.concatenate(outs)
+
+
+def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Old manifest out first, artifacts in, new manifest last (each step atomic)."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for art in manifest["artifacts"]:
+        for name in (art["path"], art.get("sidecar")):
+            if name:
+                os.replace(staging / name, out / name)
+    write_manifest(out, manifest)
+
+
+def results_table(rows: list[dict[str, Any]], fold: ParityStats, out: Path | None = None) -> Table:
+    table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} (10k Fashion-MNIST test images, "
+                        "ONNX Runtime CPU)")
+    for col, just in (("artifact", "left"), ("precision", "left"), ("size MB", "right"), ("test acc", "right"),
+                      ("Δacc vs PyTorch", "right"), ("max |Δlogit|", "right"), ("top-1 agreement", "right"),
+                      ("status", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_row("PyTorch checkpoint (BN folded)", "fp32", "", f"{fold.ref_accuracy:.2%}",
+                  f"{fold.delta_acc_pt:+.2f} pt", f"{fold.max_abs:.2e}", f"{fold.top1_agreement:.2%}", "reference")
+    for r in rows:
+        p = r["parity"]
+        label = r["precision"] + (f" ({r['activations']}, {r['target']})" if r.get("activations") else "")
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]FAIL (bound {r['max_acc_drop_pt']} pt)[/]"
+        table.add_row(r["path"], label, f"{r['size_bytes'] / 1e6:.1f}", f"{r['test_accuracy']:.2%}",
+                      f"{p['delta_acc_pt']:+.2f} pt", f"{p['max_abs']:.2e}", f"{p['top1_agreement']:.2%}", status)
+    return table

@@ -1,0 +1,132 @@
+"""Precision variants of the FP32 ONNX: FP16 and INT8 QDQ (ONNX Runtime static quantization)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from export.onnx import finalize
+from train.errors import InvalidInput
+
+MIN_CALIBRATION = 64
+
+
+class CalibMethod(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Activations(str, Enum):
+    S8 = "s8"  # symmetric int8: the QDQ form TensorRT consumes
+    U8 = "u8"  # asymmetric uint8: often the faster form on ONNX Runtime's CPU kernels
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    calibration: CalibMethod = CalibMethod.PERCENTILE
+    activations: Activations = Activations.S8
+    percentile: float = 99.999
+    batch_size: int = 100
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props if p.key != "precision"}
+
+
+def to_fp16(src: Path, out: Path) -> Path:
+    """FP16 weights and compute; inputs and outputs stay FP32 (Cast nodes at the edges)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(src))
+    meta = _metadata(proto)
+    with contextlib.redirect_stdout(io.StringIO()):
+        half = convert_float_to_float16(proto, keep_io_types=True)
+    toposort(half.graph)  # the converter appends its input Casts after the nodes that consume them
+    return finalize(half, meta, out, "fp16")
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` in place so that every node comes after the producers of its inputs."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise InvalidInput(f"The ONNX graph has a cycle or a dangling input at node '{pending[0].name}'.")
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime.quantization advises on the root logger; our table says what matters."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over an in-memory float32 array."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
+        self._batches = iter([{input_name: data[i:i + batch_size]} for i in range(0, len(data), batch_size)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not used by quantize_static
+        pass
+
+
+def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options = Int8Options()) -> Path:
+    """Static QDQ quantization: per-channel symmetric int8 weights; int8 (symmetric) or uint8 activations."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+    if calibration.ndim != 4 or calibration.dtype != np.float32:
+        raise InvalidInput("The calibration set must be float32 images [N, C, H, W].")
+    if len(calibration) < MIN_CALIBRATION:
+        raise InvalidInput(f"A calibration set of {len(calibration)} images is too small; "
+                           f"use at least {MIN_CALIBRATION} (default 1000).")
+    proto = onnx.load(str(src))
+    meta = _metadata(proto)
+    # ORT's histogram calibrators stack batches, so every batch must have the same size.
+    batch = max(d for d in range(1, options.batch_size + 1) if len(calibration) % d == 0)
+    reader = type("Reader", (_Reader, CalibrationDataReader), {})(proto.graph.input[0].name, calibration, batch)
+    method = {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+              CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[CalibMethod(options.calibration)]
+    symmetric = Activations(options.activations) is Activations.S8
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if method is CalibrationMethod.Percentile:
+        extra["CalibPercentile"] = options.percentile
+    with tempfile.TemporaryDirectory(prefix="resnet-edge-q-") as tmp, _quiet_root_logger():
+        tmp_out = Path(tmp) / "q.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(src), str(tmp_out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+                calibration_cache_path=None,
+            )
+        quantized = onnx.load(str(tmp_out))
+    meta.update(calibration=f"{CalibMethod(options.calibration).value}:{len(calibration)}",
+                activations=Activations(options.activations).value)
+    return finalize(quantized, meta, out, "int8")

@@ -1,0 +1,3 @@
+from resnet_edge.cli import main
+
+main()

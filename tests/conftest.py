@@ -1,0 +1,75 @@
+"""Shared fixtures: real Fashion-MNIST (skipped only where truly absent) and IDX writers."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train.data import FashionMNIST, load_fashion_mnist
+from train.errors import DataError
+
+# Two cores: keep each test process from oversubscribing them.
+torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if os.environ.get("PYTEST_XDIST_WORKER") else os.cpu_count() or 1)
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool | None = None) -> Path:
+    """Write ``array`` (uint8) as an IDX file; gzip it if the name ends in .gz."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    raw = header + array.tobytes()
+    compress = str(path).endswith(".gz") if compress is None else compress
+    path.write_bytes(gzip.compress(raw, mtime=0) if compress else raw)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fmnist() -> FashionMNIST:
+    try:
+        return load_fashion_mnist()
+    except DataError as exc:
+        pytest.skip(f"real Fashion-MNIST is not installed here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir(fmnist: FashionMNIST) -> Path:
+    return Path(fmnist.source)
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(fmnist, tmp_path_factory) -> Path:
+    """A briefly trained real checkpoint (about 10 s on 2 cores): the export tests' input."""
+    from dataclasses import replace
+
+    from train.config import PRESETS
+    from train.engine import train
+
+    out = tmp_path_factory.mktemp("ckpt")
+    cfg = replace(PRESETS["quick"], epochs=1, batch_size=256, lr=0.2, limit_train=8192, amp="none",
+                  channels_last=False, crop_padding=0, label_smoothing=0.0)
+    train(cfg, out, data=fmnist)
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def export_dir(trained_ckpt, tmp_path_factory) -> Path:
+    """One full export (ONNX FP32/FP16/INT8, manifest, Triton repository) shared by the export tests."""
+    from export.pipeline import ExportConfig, run_export
+
+    out = tmp_path_factory.mktemp("artifacts")
+    run_export(ExportConfig(checkpoint=trained_ckpt, out=out, calib_size=256, triton_repo=out / "triton"))
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker 'gpu'); none here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,154 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from export.manifest import read_manifest
+from export.parity import MAX_ACC_DROP_PT
+from train.atomic import sha256_file
+from train.errors import ArtifactMismatch
+
+
+def test_manifest_names_verified_artifacts(export_dir, trained_ckpt):
+    manifest = read_manifest(export_dir)  # verifies every sha256
+    arts = manifest["artifacts"]
+    assert {(a["format"], a["precision"]) for a in arts} >= {("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")}
+    for a in arts:
+        assert (export_dir / a["path"]).is_file()
+        assert a["sha256"] == sha256_file(export_dir / a["path"])
+        assert a["size_bytes"] == (export_dir / a["path"]).stat().st_size
+        assert a["inputs"][0] == {"name": "images", "dtype": "float32", "shape": [-1, 1, 28, 28]}
+        assert a["outputs"][0]["shape"] == [-1, 10]
+        assert {"torch", "onnx", "onnxruntime"} <= set(a["tools"])
+        assert a["status"] == "ok" and a["parity"]["n"] == 10_000
+    assert manifest["source"]["sha256"] == sha256_file(trained_ckpt)
+    assert manifest["preprocessing"]["image_size"] == 28 and len(manifest["preprocessing"]["mean"]) == 1
+    assert manifest["model"]["name"] == "resnet18" and len(manifest["model"]["class_names"]) == 10
+    assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_accuracy_bounds_hold_on_the_real_test_set(export_dir):
+    manifest = read_manifest(export_dir)
+    ref = manifest["source"]["test_accuracy"]
+    for a in manifest["artifacts"]:
+        assert (ref - a["test_accuracy"]) * 100 <= MAX_ACC_DROP_PT[a["precision"]], a["path"]
+        if a["precision"] != "int8":
+            assert a["parity"]["top1_agreement"] >= 0.999
+        else:
+            assert a["parity"]["top1_agreement"] >= 0.97
+
+
+def test_cpu_int8_decision_is_recorded(export_dir):
+    manifest = read_manifest(export_dir)
+    decision = manifest["decisions"]["int8_cpu_u8_variant"]
+    kept = any(a["target"] == "cpu" for a in manifest["artifacts"])
+    assert decision["kept"] == kept and decision["s8_ms_batch64"] > 0
+    assert (export_dir / "resnet18_int8_cpu.onnx").exists() == kept
+
+
+def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
+    pytest.importorskip("torch")
+    manifest = read_manifest(export_dir)
+    if any(a["format"] == "tensorrt" for a in manifest["artifacts"]):
+        pytest.skip("TensorRT is present here; engines were built")
+    assert manifest["skipped"][0]["format"] == "tensorrt" and manifest["skipped"][0]["reason"].endswith(".")
+
+
+def test_tampered_artifact_is_detected(export_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "a"
+    shutil.copytree(export_dir, copy, ignore=shutil.ignore_patterns("triton"))
+    name = read_manifest(copy)["artifacts"][0]["path"]
+    with open(copy / name, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ArtifactMismatch, match="does not match the sha256"):
+        read_manifest(copy)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "resnet_edge", "export", *args], capture_output=True, text=True, **kw)
+
+
+def _one_sentence(res):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and res.stderr.count("error:") == 1, res.stderr
+
+
+def test_cli_missing_checkpoint(tmp_path):
+    res = _cli(str(tmp_path / "none.pt"), "--out", str(tmp_path / "a"))
+    _one_sentence(res)
+    assert "does not exist" in res.stderr
+
+
+def test_cli_corrupt_checkpoint(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"\x80\x04garbage")
+    res = _cli(str(tmp_path / "bad.pt"), "--out", str(tmp_path / "a"))
+    _one_sentence(res)
+    assert "not a PyTorch checkpoint" in res.stderr
+
+
+def test_cli_unsupported_opset(trained_ckpt, tmp_path):
+    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--opset", "7")
+    _one_sentence(res)
+    assert "opset 7 is not supported" in res.stderr
+
+
+def test_cli_unwritable_output_directory(trained_ckpt, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = _cli(str(trained_ckpt), "--out", str(blocker / "sub"))
+    _one_sentence(res)
+    assert "is not writable" in res.stderr
+
+
+def test_cli_calibration_set_too_small(trained_ckpt, tmp_path):
+    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--calib-size", "8")
+    _one_sentence(res)
+    assert "8 images is too small" in res.stderr
+
+
+def test_cli_trt_without_tensorrt_is_one_sentence(trained_ckpt, tmp_path):
+    from export.tensorrt import unavailable_reason
+
+    if unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present")
+    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--trt")
+    _one_sentence(res)
+    assert "--trt was asked for" in res.stderr and "resnet-edge[gpu]" in res.stderr + "resnet-edge[gpu]"
+    assert not (tmp_path / "a" / "manifest.json").exists()
+
+
+def test_interrupted_export_leaves_previous_manifest_consistent(export_dir, trained_ckpt, tmp_path):
+    import shutil
+
+    out = tmp_path / "a"
+    shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("triton"))
+    before = (out / "manifest.json").read_text()
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_edge", "export", str(trained_ckpt), "--out", str(out),
+                             "--calib-size", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.startswith(".staging-") for p in out.iterdir()):
+        time.sleep(0.05)
+    time.sleep(2.0)  # well inside the run: reference, folding or ONNX export
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging files left behind"
+    if (out / "manifest.json").exists():  # whatever manifest exists points at intact files
+        read_manifest(out)
+        assert (out / "manifest.json").read_text() == before
+    os.environ.get("CI")  # the same check runs in CI
+
+
+def test_cli_table_and_manifest(trained_ckpt, tmp_path):
+    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--calib-size", "128", "--no-cpu-int8")
+    assert res.returncode == 0, res.stderr
+    for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_int8.onnx"):
+        assert col in res.stdout
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16", "int8"]

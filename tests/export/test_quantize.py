@@ -1,0 +1,54 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export.manifest import read_manifest
+from export.onnx import op_counts
+from export.quantize import to_int8
+from train.errors import InvalidInput
+
+
+def _art(export_dir, precision, target="any"):
+    manifest = read_manifest(export_dir)
+    return next(a for a in manifest["artifacts"] if a["precision"] == precision and a["target"] == target)
+
+
+def test_fp16_weights_with_fp32_io(export_dir):
+    proto = onnx.load(str(export_dir / _art(export_dir, "fp16")["path"]))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert conv_weights and all(inits[w].data_type == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    assert op_counts(proto)["Cast"] >= 2
+
+
+def test_int8_is_qdq_per_channel_symmetric(export_dir):
+    proto = onnx.load(str(export_dir / _art(export_dir, "int8")["path"]))
+    ops = op_counts(proto)
+    assert ops["QuantizeLinear"] >= 20 and ops["DequantizeLinear"] >= 40 and ops["Conv"] == 20
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    produced = {o: n for n in proto.graph.node for o in n.output}
+    for conv in (n for n in proto.graph.node if n.op_type == "Conv"):
+        w_dq = produced[conv.input[1]]
+        assert w_dq.op_type == "DequantizeLinear"
+        scale, zp = inits[w_dq.input[1]], inits[w_dq.input[2]]
+        assert scale.ndim == 1 and scale.shape[0] > 1  # per output channel
+        assert zp.dtype == np.int8 and not zp.any()  # symmetric int8 weights
+    for q in (n for n in proto.graph.node if n.op_type == "QuantizeLinear"):
+        zp = inits[q.input[2]]
+        assert zp.dtype == np.int8 and not zp.any()  # symmetric int8 activations: the form TensorRT consumes
+
+
+def test_int8_metadata_names_calibration(export_dir):
+    proto = onnx.load(str(export_dir / _art(export_dir, "int8")["path"]))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["precision"] == "int8" and meta["calibration"] == "percentile:256" and meta["activations"] == "s8"
+
+
+def test_calibration_set_too_small(export_dir, tmp_path):
+    src = export_dir / _art(export_dir, "fp32")["path"]
+    with pytest.raises(InvalidInput, match="calibration set of 10 images is too small"):
+        to_int8(src, tmp_path / "q.onnx", np.zeros((10, 1, 28, 28), np.float32))
+    assert not (tmp_path / "q.onnx").exists()

@@ -1,0 +1,109 @@
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from train.checkpoint import load_checkpoint, load_model, save_checkpoint
+from train.errors import CheckpointError
+from train.model import ModelConfig, resnet18
+
+
+def _save(path, model=None, cfg=None, **kw):
+    cfg = cfg or ModelConfig(class_names=tuple("abcdefghij"), mean=0.28, std=0.35)
+    model = model or resnet18()
+    return save_checkpoint(path, model=model, config=cfg, epoch=3, metrics={"test_acc": 0.9}, **kw)
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    model = resnet18().eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+    path = _save(tmp_path / "c.pt", model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    loaded = load_model(path)
+    assert not loaded.training
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+    ckpt = torch.load(path, weights_only=True)  # a plain, safe dict
+    assert ckpt["config"]["mean"] == 0.28 and ckpt["config"]["class_names"][0] == "a"
+    for key in ("image_size", "mean", "std", "num_classes", "class_names", "depth", "stem"):
+        assert key in ckpt["config"]
+    assert {"torch", "numpy", "python"} <= set(ckpt["versions"]) and ckpt["created"].endswith("+00:00")
+
+
+def test_no_temporary_files_left_behind(tmp_path):
+    _save(tmp_path / "c.pt")
+    _save(tmp_path / "c.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "x.pt")
+
+
+def test_plain_state_dict_is_not_ours(tmp_path):
+    torch.save(resnet18().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match="not a resnet-edge checkpoint"):
+        load_checkpoint(tmp_path / "sd.pt")
+
+
+def test_truncated(tmp_path):
+    path = _save(tmp_path / "c.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(path)
+
+
+def test_other_architecture(tmp_path):
+    path = _save(tmp_path / "c.pt", model=resnet18(stem="small"))  # config says imagenet stem
+    with pytest.raises(CheckpointError, match="another architecture"):
+        load_model(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = marker
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"format": "resnet-edge-checkpoint", "payload": evil}, fh)
+    torch.save({"format": "resnet-edge-checkpoint", "x": evil}, tmp_path / "evil_zip.pt")
+    for name in ("evil.pt", "evil_zip.pt"):
+        with pytest.raises(CheckpointError, match="could run code|not a PyTorch checkpoint"):
+            load_checkpoint(tmp_path / name)
+    assert not marker.exists()
+
+
+def test_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "resnet_edge", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04 truncated zip"])
+def test_cli_bad_checkpoint_is_one_sentence_exit_2(tmp_path, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    out = tmp_path / "report.json"
+    out.write_text("keep me")
+    res = _cli("eval", str(bad), "--json", str(out))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and res.stderr.count("error:") == 1
+    assert str(bad) in res.stderr
+    assert out.read_text() == "keep me" and bad.read_bytes() == content

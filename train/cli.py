@@ -1,0 +1,117 @@
+"""`resnet-edge train` and `resnet-edge eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from train.cli_util import cli_errors, make_console
+from train.config import TrainConfig, preset
+from train.errors import InvalidInput
+
+console = make_console()
+Opt = typer.Option
+
+
+@cli_errors
+def train_cmd(
+    preset_name: Annotated[str, Opt("--preset", help="quick (>=90% in <5 min on 2 CPU cores) or full (95% target).")] = "quick",
+    out: Annotated[Path, Opt("--out", help="Directory for last.pt and best.pt.")] = Path("checkpoints"),
+    epochs: Annotated[Optional[int], Opt(help="Override the preset's epochs.")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Global batch size (split across DDP ranks).")] = None,
+    lr: Annotated[Optional[float], Opt(help="Peak learning rate (SGD, Nesterov momentum).")] = None,
+    schedule: Annotated[Optional[str], Opt(help="onecycle or cosine.")] = None,
+    label_smoothing: Annotated[Optional[float], Opt()] = None,
+    weight_decay: Annotated[Optional[float], Opt()] = None,
+    seed: Annotated[Optional[int], Opt()] = None,
+    device: Annotated[Optional[str], Opt(help="auto (cuda if present, else cpu), cpu or cuda[:N].")] = None,
+    threads: Annotated[Optional[int], Opt(help="CPU threads; 0 uses every core.")] = None,
+    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last")] = None,
+    amp: Annotated[Optional[str], Opt(help="auto, none, bf16 or fp16 (CUDA only).")] = None,
+    depth: Annotated[Optional[int], Opt(help="18 or 34.")] = None,
+    stem: Annotated[Optional[str], Opt(help="imagenet (7x7/2 + max-pool) or small (3x3/1).")] = None,
+    image_size: Annotated[Optional[int], Opt(help="Input size; 28 native, 96 the classic resized recipe.")] = None,
+    crop_padding: Annotated[Optional[int], Opt(help="Padding of the random crop; 0 disables it.")] = None,
+    hflip: Annotated[Optional[bool], Opt("--hflip/--no-hflip", help="Random horizontal flips.")] = None,
+    erase_prob: Annotated[Optional[float], Opt(help="Random-erasing probability.")] = None,
+    limit_train: Annotated[Optional[int], Opt(help="Train on the first N images only (smoke runs).")] = None,
+    limit_test: Annotated[Optional[int], Opt(help="Evaluate on the first N test images only.")] = None,
+    data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue from OUT/last.pt.")] = False,
+) -> None:
+    """Train ResNet on Fashion-MNIST, evaluating on the 10k test set every epoch."""
+    from train.checkpoint import load_checkpoint
+    from train.engine import train
+
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
+                     label_smoothing=label_smoothing, weight_decay=weight_decay, seed=seed, device=device,
+                     threads=threads, channels_last=channels_last, amp=amp, depth=depth, stem=stem,
+                     image_size=image_size, crop_padding=crop_padding, hflip=hflip, erase_prob=erase_prob,
+                     limit_train=limit_train, limit_test=limit_test)
+    if resume and (out / "last.pt").is_file():
+        saved = TrainConfig.from_dict(load_checkpoint(out / "last.pt").get("train_config", {}))
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = preset(saved.preset, **{**saved.to_dict(), **given})
+    else:
+        cfg = preset(preset_name, **overrides)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"Cannot create output directory {out}: {exc.strerror}.") from None
+    result = train(cfg, out, data_dir=data_dir, resume=resume)
+    if result.history and result.history[-1].test_acc == result.history[-1].test_acc:  # rank 0 only
+        console.print(f"[bold green]best test accuracy {result.best_acc:.2%}[/] (epoch {result.best_epoch}) in "
+                      f"{result.train_seconds:.0f}s of training; checkpoints in {out}/")
+
+
+@cli_errors
+def eval_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")] = Path("checkpoints/best.pt"),
+    data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
+    plot: Annotated[Optional[Path], Opt(help="Write the confusion matrix as a PNG here.")] = None,
+    json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
+    device: Annotated[str, Opt()] = "auto",
+) -> None:
+    """Overall and per-class test accuracy and the confusion matrix of a checkpoint."""
+    from train.atomic import atomic_write_text
+    from train.checkpoint import load_model
+    from train.data import load_fashion_mnist
+    from train.engine import resolve_device
+    from train.evaluate import plot_confusion, predict, report
+
+    model = load_model(ckpt)
+    data = load_fashion_mnist(data_dir)
+    cfg = model.config
+    logits = predict(model.to(resolve_device(device)), data.test, mean=cfg.mean, std=cfg.std,
+                     image_size=cfg.image_size, device=resolve_device(device))
+    rep = report(logits, data.test.labels, data.class_names)
+    console.print(_confusion_table(rep))
+    console.print(f"[bold]test accuracy {rep.accuracy:.2%}[/]  loss {rep.loss:.4f}  ({rep.n} images, {ckpt})")
+    if plot:
+        console.print(f"confusion matrix plot: {plot_confusion(rep, plot, f'{ckpt.name}: {rep.accuracy:.2%}')}")
+    if json_out:
+        atomic_write_text(json_out, json.dumps({
+            "checkpoint": str(ckpt), "accuracy": rep.accuracy, "loss": rep.loss,
+            "per_class": dict(zip(rep.class_names, rep.per_class.tolist())),
+            "confusion": rep.confusion.tolist()}, indent=2))
+
+
+def _confusion_table(rep) -> Table:
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+    table.add_column("class")
+    for i in range(len(rep.class_names)):
+        table.add_column(str(i), justify="right")
+    table.add_column("acc", justify="right")
+    for i, name in enumerate(rep.class_names):
+        cells = [f"[bold]{c}[/]" if i == j else (str(c) if c else "[dim]0[/]") for j, c in enumerate(rep.confusion[i])]
+        table.add_row(f"{i} {name}", *cells, f"{rep.per_class[i]:.1%}")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)

@@ -1,0 +1,298 @@
+"""The training loop: presets, LR schedule, AMP choice, DDP, checkpoints and resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from train.config import Amp, Schedule, TrainConfig
+from train.data import Augment, FashionMNIST, iterate_batches, load_fashion_mnist
+from train.errors import CheckpointError, InvalidInput
+from train.evaluate import predict
+from train.model import ModelConfig, build_model
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    img_per_s: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_acc: float = 0.0
+    best_epoch: int = 0
+    history: list[EpochResult] = field(default_factory=list)
+    train_seconds: float = 0.0
+    amp: str = "none"
+    device: str = "cpu"
+    world_size: int = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InvalidInput(f"--device '{name}' is not a device; use auto, cpu or cuda.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("--device cuda was asked for, but PyTorch sees no CUDA GPU here.")
+    return device
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate at ``step`` of ``total``: one-cycle (warm-up, cosine down) or cosine."""
+    t = step / max(total - 1, 1)
+    warm = cfg.warmup_frac if cfg.schedule == Schedule.ONECYCLE.value else min(cfg.warmup_frac, 0.02)
+    if t < warm:
+        start = cfg.lr / 25
+        return start + (cfg.lr - start) * t / warm
+    progress = (t - warm) / (1 - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-6
+
+
+def _step_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None) -> float:
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def _bf16_faster_on_cpu(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Time fp32 and bf16 training steps in blocks (switching every step would defeat oneDNN's
+    cached weight layouts); the minimum of each block resists load noise."""
+    times: dict[torch.dtype | None, list[float]] = {None: [], torch.bfloat16: []}
+    for _ in range(2):
+        for dtype in (None, torch.bfloat16):
+            times[dtype] += [_step_time(model, x, y, dtype) for _ in range(3)][1:]
+    return min(times[torch.bfloat16]) < 0.93 * min(times[None])
+
+
+def choose_amp(cfg: TrainConfig, device: torch.device, model: nn.Module, batch: int) -> torch.dtype | None:
+    """Resolve ``--amp``. On CPU, ``auto`` uses bf16 only if a short probe measures it faster."""
+    if cfg.amp == Amp.NONE.value:
+        return None
+    if cfg.amp == Amp.FP16.value:
+        if device.type != "cuda":
+            raise InvalidInput("--amp fp16 needs CUDA; use bf16 or none on CPU.")
+        return torch.float16
+    if cfg.amp == Amp.BF16.value:
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    probe = copy.deepcopy(model).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, cfg_channels(model), cfg.image_size, cfg.image_size, generator=gen)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (x.shape[0],), generator=gen)
+    return torch.bfloat16 if _bf16_faster_on_cpu(probe, x, y) else None
+
+
+def cfg_channels(model: nn.Module) -> int:
+    return model.conv1.in_channels  # type: ignore[union-attr]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)  # no decay on BN and biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.1%}  {task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path | str = "checkpoints",
+    *,
+    data_dir: Path | str | None = None,
+    data: FashionMNIST | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[EpochResult], None] | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``cfg`` on Fashion-MNIST, evaluating on the 10k test set after every epoch.
+
+    Writes ``out_dir/last.pt`` every epoch and ``out_dir/best.pt`` on improvement. With
+    ``resume``, continues from ``out_dir/last.pt``. Under ``torchrun`` it trains with
+    DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes.
+    """
+    cfg = cfg.validate()
+    out_dir = Path(out_dir)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    console = console or Console(stderr=True)
+    device = resolve_device(cfg.device)
+    if world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if device.type == "cuda" else device
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
+    else:
+        torch.backends.cudnn.benchmark = True
+    try:
+        return _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world) -> TrainResult:
+    data = data or load_fashion_mnist(data_dir)
+    train_split, test_split = data.train.subset(cfg.limit_train), data.test.subset(cfg.limit_test)
+    mean, std = data.stats()
+    mcfg = ModelConfig(depth=cfg.depth, stem=cfg.stem, image_size=cfg.image_size,
+                       class_names=data.class_names, num_classes=len(data.class_names), mean=mean, std=std)
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                momentum=cfg.momentum, nesterov=True)
+    start_epoch, result = 1, TrainResult(out_dir=out_dir, device=str(device), world_size=world)
+    if resume:
+        start_epoch, result = _restore(out_dir, model, optimizer, cfg, result)
+    model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    for state in optimizer.state.values():  # optimizer state follows the model's device
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                state[k] = v.to(device)
+    amp_dtype = choose_amp(cfg, device, model, cfg.batch_size // world)
+    result.amp = str(amp_dtype).replace("torch.", "") if amp_dtype else "none"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    per_rank = max(1, cfg.batch_size // world)
+    steps_per_epoch = (len(train_split) // world) // per_rank
+    if steps_per_epoch == 0:
+        raise InvalidInput(f"--batch-size {cfg.batch_size} is larger than the {len(train_split)} training images.")
+    total = steps_per_epoch * cfg.epochs
+    augment = Augment(cfg.crop_padding, cfg.hflip, cfg.erase_prob)
+    if rank == 0:
+        console.print(f"training ResNet-{cfg.depth} ({cfg.stem} stem, {cfg.image_size}px) on {len(train_split)} "
+                      f"images, {device} x{world}, amp={result.amp}, batch {cfg.batch_size}, {cfg.epochs} epochs")
+    train_start = time.perf_counter() - result.train_seconds
+    with _progress(console, rank == 0) as bar:
+        task = bar.add_task("train", total=total, completed=(start_epoch - 1) * steps_per_epoch,
+                            loss=0.0, acc=0.0, ips=0.0)
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            bar.update(task, description=f"epoch {epoch}/{cfg.epochs}")
+            net.train()
+            t0, seen = time.perf_counter(), 0
+            sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+            batches = iterate_batches(train_split, per_rank, mean=mean, std=std, image_size=cfg.image_size,
+                                      shuffle=True, seed=cfg.seed * 100_003 + epoch, augment=augment,
+                                      device=device, rank=rank, world_size=world, drop_last=True)
+            for i, (x, y) in enumerate(batches):
+                step = (epoch - 1) * steps_per_epoch + i
+                for g in optimizer.param_groups:
+                    g["lr"] = lr_at(step, total, cfg)
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = net(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                n = y.shape[0]
+                seen += n * world
+                sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n], dtype=torch.float64)
+                bar.update(task, advance=1, loss=sums[0].item() / sums[2].item(), acc=sums[1].item() / sums[2].item(),
+                           ips=seen / (time.perf_counter() - t0))
+            if world > 1:
+                dist.all_reduce(sums)
+            epoch_seconds = time.perf_counter() - t0
+            ep = _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp_dtype,
+                            sums, seen / epoch_seconds, epoch_seconds, result, train_start, rank, out_dir)
+            if world > 1:
+                dist.barrier()
+            if rank == 0:
+                console.print(f"epoch {epoch:>2}/{cfg.epochs}  train loss {ep.train_loss:.4f} acc {ep.train_acc:.2%}  "
+                              f"test loss {ep.test_loss:.4f} acc {ep.test_acc:.2%}  {ep.img_per_s:.0f} img/s  "
+                              f"{result.train_seconds:.0f}s")
+            if on_epoch_end is not None:
+                on_epoch_end(ep)
+    return result
+
+
+def _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp_dtype, sums, ips,
+               seconds, result: TrainResult, train_start, rank, out_dir) -> EpochResult:
+    test_loss = test_acc = float("nan")
+    if rank == 0:
+        logits = predict(model, test_split, mean=mcfg.mean, std=mcfg.std, image_size=mcfg.image_size,
+                         device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last,
+                         batch_size=cfg.eval_batch_size)
+        test_loss = float(F.cross_entropy(logits, test_split.labels))
+        test_acc = float((logits.argmax(1) == test_split.labels).float().mean())
+    ep = EpochResult(epoch, sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item(),
+                     test_loss, test_acc, ips, seconds)
+    result.history.append(ep)
+    result.train_seconds = time.perf_counter() - train_start
+    improved = rank == 0 and test_acc > result.best_acc
+    if improved:
+        result.best_acc, result.best_epoch = test_acc, epoch
+    if rank == 0:
+        metrics = {"test_acc": test_acc, "test_loss": test_loss, "train_loss": ep.train_loss,
+                   "train_acc": ep.train_acc, "train_img_per_s": ips, "best_acc": result.best_acc,
+                   "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+                   "world_size": result.world_size, "amp": result.amp, "device": result.device}
+        kwargs = dict(model=model, config=mcfg, epoch=epoch, metrics=metrics, optimizer=optimizer,
+                      scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
+                      train_config=cfg.to_dict(),
+                      data_sha256=data.sha256,
+                      extra={"history": [e.__dict__ for e in result.history]})
+        save_checkpoint(out_dir / "last.pt", **kwargs)
+        if improved:
+            save_checkpoint(out_dir / "best.pt", **kwargs)
+    return ep
+
+
+def _restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result: TrainResult):
+    path = out_dir / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"--resume needs {path}, which does not exist.")
+    ckpt = load_checkpoint(path)
+    saved = TrainConfig.from_dict(ckpt.get("train_config", {}))
+    if replace(saved, epochs=cfg.epochs) != cfg:
+        raise InvalidInput(f"--resume: {path} was trained with other settings; resume with the same options "
+                           "(only --epochs may change).")
+    model.load_state_dict(model_from_checkpoint(ckpt, path).state_dict())
+    if ckpt.get("optimizer"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    m = ckpt["metrics"]
+    result.best_acc, result.best_epoch = m.get("best_acc", 0.0), m.get("best_epoch", 0)
+    result.train_seconds = m.get("train_seconds", 0.0)
+    result.history = [EpochResult(**e) for e in ckpt.get("history", [])]
+    if ckpt["epoch"] >= cfg.epochs:
+        raise InvalidInput(f"--resume: {path} already finished epoch {ckpt['epoch']} of {cfg.epochs}; "
+                           "raise --epochs to train further.")
+    return ckpt["epoch"] + 1, result
