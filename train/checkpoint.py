@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import pickle
-import warnings
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
