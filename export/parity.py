@@ -9,6 +9,8 @@ import numpy as np
 
 # Accuracy bounds of exported variants, in percentage points of the PyTorch FP32 checkpoint.
 MAX_ACC_DROP_PT = {"fp32": 0.1, "fp16": 0.1, "int8": 0.5}
+# An optional INT8 variant is kept only if it also meets the runtime's INT8 parity bound.
+INT8_MIN_TOP1 = 0.99
 # Folding must be exact up to float32 rounding: max |dlogit| <= FOLD_RTOL * max |logit|.
 FOLD_RTOL = 1e-4
 

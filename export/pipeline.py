@@ -27,7 +27,7 @@ from export import quantize, tensorrt
 from export.fold import fold_batchnorm
 from export.manifest import MANIFEST, write_manifest
 from export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, _check_opset, export_onnx
-from export.parity import FOLD_RTOL, MAX_ACC_DROP_PT, ParityStats, ort_latency_ms, ort_logits, parity
+from export.parity import FOLD_RTOL, INT8_MIN_TOP1, MAX_ACC_DROP_PT, ParityStats, ort_latency_ms, ort_logits, parity
 from train import __version__
 from train.atomic import sha256_file
 from train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -157,11 +157,15 @@ class _Exporter:
                            target="cpu", calibration=opts.calibration.value, calibration_images=self.cfg.calib_size)
         batch = self.test_x[:64]
         s8_ms, u8_ms = ort_latency_ms(s8_path, batch), ort_latency_ms(u8_path, batch)
-        keep = (u8_ms < 0.95 * s8_ms or u8["test_accuracy"] >= s8["test_accuracy"] + 0.001) and u8["status"] == "ok"
+        better = u8_ms < 0.95 * s8_ms or u8["test_accuracy"] >= s8["test_accuracy"] + 0.001
+        agrees = u8["parity"]["top1_agreement"] >= INT8_MIN_TOP1
+        keep = better and agrees and u8["status"] == "ok"
         self.decisions["int8_cpu_u8_variant"] = {
             "kept": keep, "s8_ms_batch64": round(s8_ms, 3), "u8_ms_batch64": round(u8_ms, 3),
             "s8_accuracy": s8["test_accuracy"], "u8_accuracy": u8["test_accuracy"],
-            "rule": "kept if >=5% faster at batch 64 on ONNX Runtime CPU, or >=0.1 pt more accurate"}
+            "u8_top1_agreement": u8["parity"]["top1_agreement"],
+            "rule": "kept if >=5% faster at batch 64 on ONNX Runtime CPU or >=0.1 pt more accurate, and its "
+                    f"top-1 agreement with PyTorch is >= {INT8_MIN_TOP1:.0%} (the runtime's INT8 parity bound)"}
         if not keep:
             self.rows.remove(u8)
             u8_path.unlink()

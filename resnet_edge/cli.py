@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from export import cli as export_cli
+from runtime import cli as runtime_cli
 from train import cli as train_cli
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 train_cli.register(app)
 export_cli.register(app)
+runtime_cli.register(app)
 
 
 def main() -> None:

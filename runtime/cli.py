@@ -1,0 +1,135 @@
+"""`resnet-edge parity` and `resnet-edge bench`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from train.cli_util import cli_errors, make_console
+from train.errors import InvalidInput
+
+console = make_console()
+Opt = typer.Option
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"{what} must be comma-separated integers, not '{text}'.") from None
+    if not values or min(values) < 1:
+        raise InvalidInput(f"{what} must be positive, not '{text}'.")
+    return values
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s)?\s*", text)
+    if not m:
+        raise InvalidInput(f"'{text}' is not a duration; use e.g. 2s or 500ms.")
+    return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+
+
+def _progress():
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                    console=make_console(stderr=True), transient=True)
+
+
+@cli_errors
+def parity_cmd(
+    artifacts_dir: Annotated[Path, typer.Argument(help="Directory with manifest.json.")] = Path("artifacts"),
+    backend: Annotated[str, Opt(help="Comma-separated backends, or all.")] = "all",
+    checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint (default: the manifest's).")] = None,
+    limit: Annotated[Optional[int], Opt(help="Use the first N test images (default all 10,000).")] = None,
+    random: Annotated[int, Opt(help="Random inputs compared as well.")] = 256,
+    precision: Annotated[str, Opt(help="Comma-separated precisions (fp32,fp16,bf16,int8), or all.")] = "all",
+    device: Annotated[str, Opt(help="cpu or cuda for the torch and onnxruntime backends.")] = "cpu",
+    json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
+    data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
+) -> None:
+    """Compare every artifact on every available backend with the PyTorch FP32 reference."""
+    from runtime.parity import run_parity
+    from runtime.preprocess import load_test_inputs
+    from runtime.report import parity_json, parity_table
+    from runtime.spec import load_artifacts
+    from runtime.variants import parse_backends, plan
+    from train.atomic import atomic_write_text
+
+    arts = load_artifacts(artifacts_dir)
+    ckpt = arts.verified_checkpoint(checkpoint)
+    wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
+    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, precisions=wanted)
+    x, labels = load_test_inputs(arts.spec, limit, data_dir)
+    with _progress() as bar:
+        task = bar.add_task("reference")
+        report = run_parity(arts, variants, x, labels, checkpoint=ckpt, n_random=random,
+                            progress=lambda label: bar.update(task, description=f"parity: {label}"))
+    report.skipped = skipped
+    console.print(parity_table(report))
+    for line in skipped:
+        console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
+    if json_out:
+        atomic_write_text(json_out, parity_json(report))
+    if not report.passed:
+        failed = ", ".join(r.variant for r in report.rows if not r.passed)
+        console.print(f"[bold red]parity failed:[/] {failed}")
+        raise typer.Exit(1)
+    console.print(f"[bold green]all {len(report.rows)} variants within tolerance[/]")
+
+
+@cli_errors
+def bench_cmd(
+    artifacts_dir: Annotated[Path, typer.Argument(help="Directory with manifest.json.")] = Path("artifacts"),
+    backend: Annotated[str, Opt(help="Comma-separated backends, or all.")] = "all",
+    precision: Annotated[str, Opt(help="Comma-separated precisions (fp32,fp16,bf16,int8), or all.")] = "all",
+    batch: Annotated[str, Opt(help="Comma-separated batch sizes.")] = "1,8,64",
+    warmup: Annotated[str, Opt(help="Warm-up time per point.")] = "0.5s",
+    duration: Annotated[str, Opt(help="Measurement time per point.")] = "2s",
+    iterations: Annotated[Optional[int], Opt(help="Measure this many calls instead of a duration.")] = None,
+    peers: Annotated[bool, Opt("--peers", help="Add PyTorch eager, default ONNX Runtime and default OpenVINO.")] = False,
+    roofline: Annotated[bool, Opt("--roofline", help="Measure GEMM peaks and report achieved GFLOP/s against them.")] = False,
+    threads: Annotated[int, Opt(help="Threads per backend (0: the library's default).")] = 0,
+    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+    checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint for the torch backend.")] = None,
+    json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
+    csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
+    plot: Annotated[Optional[Path], Opt("--plot", help="Write latency/throughput vs batch as PNG.")] = None,
+    data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
+) -> None:
+    """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
+    from runtime.bench import BenchConfig, run_bench
+    from runtime.preprocess import load_test_inputs
+    from runtime.report import bench_table, speedup_table, write_bench_csv, write_bench_json, write_bench_plot
+    from runtime.spec import load_artifacts
+    from runtime.variants import parse_backends, plan
+
+    cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
+                      iterations=iterations, roofline=roofline)
+    arts = load_artifacts(artifacts_dir)
+    ckpt = checkpoint or arts.checkpoint
+    wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
+    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
+                             precisions=wanted, threads=threads)
+    images, _ = load_test_inputs(arts.spec, max(cfg.batches), data_dir)
+    with _progress() as bar:
+        task = bar.add_task("bench")
+        result = run_bench(arts, variants, cfg, images, progress=lambda d: bar.update(task, description=f"bench: {d}"))
+    result.skipped = skipped
+    console.print(bench_table(result))
+    sp = speedup_table(result)
+    if sp is not None:
+        console.print(sp)
+    for line in skipped:
+        console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
+    for path, writer in ((json_out, write_bench_json), (csv_out, write_bench_csv), (plot, write_bench_plot)):
+        if path:
+            console.print(f"wrote {writer(result, path)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("parity")(parity_cmd)
+    app.command("bench")(bench_cmd)

@@ -1,0 +1,123 @@
+"""Views of parity and bench results: rich tables, JSON, CSV and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.table import Table
+
+from runtime.bench import BenchResult
+from runtime.parity import ParityReport
+from train.atomic import atomic_path, atomic_write_text
+
+
+def parity_table(report: ParityReport) -> Table:
+    t = Table(title=f"parity vs PyTorch FP32 (unfolded checkpoint): {report.n_real} real test images, "
+                    f"{report.n_random} random inputs")
+    for col in ("variant", "max |Δ| real", "max rel real", "cos min", "top-1 agree", "test acc", "Δacc",
+                "max rel random", "result"):
+        t.add_column(col, justify="left" if col in ("variant", "result") else "right")
+    for r in report.rows:
+        d = r.real.delta_acc_pt
+        why = "; ".join(r.real.failures + r.random.failures)
+        t.add_row(r.variant, f"{r.real.max_abs:.2e}", f"{r.real.max_rel:.2e}", f"{r.real.cosine_min:.5f}",
+                  f"{r.real.top1_agreement:.2%}", f"{r.real.accuracy:.2%}", f"{d:+.2f} pt",
+                  f"{r.random.max_rel:.2e}", "[green]pass[/]" if r.passed else f"[red]FAIL[/] {why}")
+    return t
+
+
+def parity_json(report: ParityReport) -> str:
+    return json.dumps({"passed": report.passed, "n_real": report.n_real, "n_random": report.n_random,
+                       "rows": [r.to_dict() for r in report.rows], "skipped": report.skipped}, indent=2)
+
+
+def header(result: BenchResult) -> str:
+    m = result.machine
+    libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "onnxruntime", "openvino") if m.get(k))
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    peaks = ", ".join(f"{p} {g:.0f}" for p, g in result.peaks.items() if g)
+    return (f"{m['cpu']} ({m['cores']} cores){gpu}; {libs}; {result.image_size}px input, "
+            f"{result.flop_per_image / 1e9:.3f} GFLOP/image" + (f"; measured GEMM peak GFLOP/s: {peaks}" if peaks else ""))
+
+
+def bench_table(result: BenchResult) -> Table:
+    t = Table(title=header(result), title_justify="left")
+    cols = ["variant", "batch", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "img/s"]
+    if any(r.gflops for r in result.rows):
+        cols += ["GFLOP/s"]
+    if result.peaks:
+        cols += ["% peak"]
+    if any(r.compute_p50_ms for r in result.rows):
+        cols += ["compute p50 ms"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for r in sorted(result.rows, key=lambda r: (r.batch, -r.throughput)):
+        cells = [("[dim]" + r.label + "[/]") if r.peer else r.label, str(r.batch), f"{r.p50_ms:.3f}",
+                 f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}", f"{r.throughput:,.0f}"]
+        if "GFLOP/s" in cols:
+            cells.append(f"{r.gflops:.1f}" if r.gflops else "")
+        if "% peak" in cols:
+            cells.append(f"{r.peak_ratio:.0%}" if r.peak_ratio else "")
+        if "compute p50 ms" in cols:
+            cells.append(f"{r.compute_p50_ms:.3f}" if r.compute_p50_ms else "")
+        t.add_row(*cells)
+    return t
+
+
+def speedup_table(result: BenchResult) -> Table | None:
+    rows = result.speedups()
+    if not rows:
+        return None
+    t = Table(title="our best path vs each peer's defaults (mean latency ratio)", title_justify="left")
+    for c in ("batch", "peer", "peer ms", "our best (any precision)", "speed-up", "our best FP32", "speed-up FP32"):
+        t.add_column(c, justify="right" if "speed" in c or c in ("batch", "peer ms") else "left")
+    for s in rows:
+        t.add_row(str(s["batch"]), s["peer"], f"{s['peer_ms']:.3f}", s["best"] or "", f"{s['speedup']:.2f}x",
+                  s["best_fp32"] or "", f"{s['speedup_fp32']:.2f}x" if s["speedup_fp32"] else "")
+    return t
+
+
+def write_bench_json(result: BenchResult, path: Path) -> Path:
+    return atomic_write_text(path, json.dumps(result.to_dict(), indent=2))
+
+
+def write_bench_csv(result: BenchResult, path: Path) -> Path:
+    buf = io.StringIO()
+    rows = [asdict(r) for r in result.rows]
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["label"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_bench_plot(result: BenchResult, path: Path) -> Path:
+    """Latency (p50) and throughput against batch size, one line per variant; peers dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    for label in dict.fromkeys(r.label for r in result.rows):
+        rows = sorted((r for r in result.rows if r.label == label), key=lambda r: r.batch)
+        style = dict(linestyle="--" if rows[0].peer else "-", marker="o", label=label)
+        ax1.plot([r.batch for r in rows], [r.p50_ms for r in rows], **style)
+        ax2.plot([r.batch for r in rows], [r.throughput for r in rows], **style)
+    for ax, ylabel in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(list(result.config.batches), [str(b) for b in result.config.batches])
+        ax.grid(True, which="both", alpha=0.3)
+    ax2.legend(fontsize=7, loc="best")
+    fig.suptitle(header(result), fontsize=8)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
