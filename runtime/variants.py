@@ -77,6 +77,10 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
             elif name == "openvino" and art.format == "onnx":
                 variants.append(Variant("openvino", art.path, art.precision, f"openvino {tag}",
                                         {"hint": "LATENCY", "threads": threads}, art))
+                if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
+                    variants.append(Variant("openvino", art.path, "bf16", "openvino bf16",
+                                            {"hint": "LATENCY", "threads": threads, "inference_precision": "bf16"},
+                                            art))
             elif name == "tensorrt" and art.format == "tensorrt":
                 variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art))
     if precisions:

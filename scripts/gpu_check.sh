@@ -35,4 +35,15 @@ timeout "${FULL_TIMEOUT:-480}" "$PY" -m resnet_edge train --preset full --out "$
 echo "full preset wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/full-train.txt"
 "$PY" -m resnet_edge eval "$CKPT_DIR/best.pt" --device cuda --plot "$OUT/full-confusion.png" \
   --json "$OUT/full-eval.json" 2>&1 | tee "$OUT/full-eval.txt"
+if [ -n "${SAVE_CHUNKS:-}" ] && [ -f "$CKPT_DIR/best.pt" ]; then
+  # Bring the full checkpoint home through a size-limited channel: weights only, in 15 MB pieces
+  # (reassemble with: cat full.pt.part* > best.pt).
+  "$PY" - "$CKPT_DIR/best.pt" "$CKPT_DIR/weights.pt" <<'PYEOF'
+import sys, torch
+ckpt = torch.load(sys.argv[1], weights_only=True)
+ckpt["optimizer"] = None
+torch.save(ckpt, sys.argv[2])
+PYEOF
+  split -b 15M "$CKPT_DIR/weights.pt" "$OUT/full.pt.part"
+fi
 exit "$tests_rc"

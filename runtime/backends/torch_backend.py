@@ -78,6 +78,26 @@ class TorchBackend(Backend):
         graph.replay()
         return static_out.float().cpu().numpy()
 
+    def compute_only_ms(self, batch: np.ndarray, iterations: int = 50) -> float | None:
+        """Median GPU time of the forward pass alone (CUDA events; the input already on the device)."""
+        import torch
+
+        if self._device.type != "cuda":
+            return None
+        x = self._to_device(batch)
+        times = []
+        with torch.inference_mode():
+            for _ in range(5):
+                self.model(x)
+            for _ in range(iterations):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                self.model(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        return float(np.median(times))
+
     def describe(self) -> str:
         parts = [self.options.get("device", "cpu")]
         parts.append("folded" if self.options.get("folded", True) else "unfolded eager")
