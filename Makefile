@@ -7,12 +7,14 @@ CKPT   ?= checkpoints/best.pt
 ARTIFACTS ?= artifacts
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup data train export test lint gpu-check clean help
+.PHONY: setup data train export parity bench test lint gpu-check clean help
 
 help:
 	@echo "make export   train (if no $(CKPT)) and export verified ONNX artifacts to $(ARTIFACTS)/"
 	@echo "make test     lint, layer contract and the test suite"
 	@echo "make train    train the quick preset (>=90% in <5 min on 2 CPU cores)"
+	@echo "make parity   every artifact on every available backend vs the PyTorch FP32 reference"
+	@echo "make bench    default latency sweep with peers: reports/bench.json and reports/bench.png"
 	@echo "make gpu-check  GPU-marked tests and the full preset on CUDA (needs a GPU)"
 
 setup: $(STAMP) data
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION) \
 	  || $(BIN)/pip install -q 'torch>=2.5' --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install -q -e '.[dev,openvino]'
+	$(BIN)/pip install -q -e '.[dev,openvino,serve]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist; nothing is downloaded at run time.
@@ -48,6 +50,14 @@ train: setup
 
 export: setup $(CKPT)
 	$(BIN)/resnet-edge export $(CKPT) --out $(ARTIFACTS)
+
+parity: setup
+	$(BIN)/resnet-edge parity $(ARTIFACTS) --json reports/parity.json
+
+# A default sweep that fits in about 3 minutes on 2 cores.
+bench: setup
+	$(BIN)/resnet-edge bench $(ARTIFACTS) --peers --roofline --batch 1,8,64 --warmup 0.3s --duration 1s \
+	  --json reports/bench.json --csv reports/bench.csv --plot reports/bench.png
 
 lint: setup
 	$(BIN)/ruff check .

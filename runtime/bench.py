@@ -48,6 +48,7 @@ class LatencyStats:
     peak_ratio: float | None = None  # gflops / measured GEMM peak of this precision
     compute_p50_ms: float | None = None  # GPU compute only (CUDA events, input already on the device)
     accuracy: float | None = None  # the artifact's measured test accuracy, where known
+    effective_precision: str | None = None  # what the library really computes in, where it differs
 
 
 def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flop_per_image: float | None,
@@ -235,7 +236,12 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
                 x = np.ascontiguousarray(images[:b])
                 times = time_calls(lambda: backend.infer(x), warmup_s=cfg.warmup_s,  # noqa: B023
                                    duration_s=cfg.duration_s, iterations=cfg.iterations)
-                stats = summarize(times, v, b, backend.device, flop, result.peaks.get(v.precision))
+                effective = backend.effective_precision
+                if cfg.roofline and effective not in result.peaks:
+                    result.peaks[effective] = gemm_peak_gflops(effective)
+                stats = summarize(times, v, b, backend.device, flop, result.peaks.get(effective))
+                if effective != v.precision:
+                    stats = LatencyStats(**{**asdict(stats), "effective_precision": effective})
                 compute = getattr(backend, "compute_only_ms", None)
                 if compute is not None and backend.device.startswith("cuda"):
                     stats = LatencyStats(**{**asdict(stats), "compute_p50_ms": compute(x)})

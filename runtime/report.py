@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.bench import BenchResult
@@ -56,7 +57,8 @@ def bench_table(result: BenchResult) -> Table:
     for c in cols:
         t.add_column(c, justify="left" if c == "variant" else "right")
     for r in sorted(result.rows, key=lambda r: (r.batch, -r.throughput)):
-        cells = [("[dim]" + r.label + "[/]") if r.peer else r.label, str(r.batch), f"{r.p50_ms:.3f}",
+        label = r.label + (f" [computes {r.effective_precision}]" if r.effective_precision else "")
+        cells = [("[dim]" + escape(label) + "[/]") if r.peer else escape(label), str(r.batch), f"{r.p50_ms:.3f}",
                  f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}", f"{r.throughput:,.0f}"]
         if "GFLOP/s" in cols:
             cells.append(f"{r.gflops:.1f}" if r.gflops else "")

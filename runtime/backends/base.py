@@ -70,6 +70,11 @@ class Backend(ABC):
         return f"{self.name} {self.precision}"
 
     @property
+    def effective_precision(self) -> str:
+        """The precision the backend actually computes in (a library may pick one silently)."""
+        return self.precision
+
+    @property
     def device(self) -> str:
         return "cpu"
 

@@ -58,5 +58,16 @@ class OpenVinoBackend(Backend):
             mode += ", " + self.options["inference_precision"]
         return f"openvino {self.precision} (CPU, {mode})"
 
+    @property
+    def effective_precision(self) -> str:
+        """OpenVINO's CPU plugin computes FP32 models in bf16 by default where the CPU has it."""
+        if self.precision != "fp32":
+            return self.precision
+        if not self.requests:
+            self.infer(np.zeros((1, *self.spec.chw), np.float32))
+        compiled = next(iter(self.requests.values())).get_compiled_model()
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        return {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
+
     def _close(self) -> None:
         self.requests.clear()

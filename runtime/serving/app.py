@@ -1,0 +1,235 @@
+"""The ASGI app: KServe v2 endpoints, /v1/classify, /metrics, auth, body limits and error mapping."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.serving.batcher import DynamicBatcher
+from runtime.serving.errors import NotFound, NotReady, PayloadTooLarge, ShuttingDown, Unauthorized, status_of
+from runtime.serving.metrics import Metrics
+from runtime.serving.protocol import HEADER, build_response, parse_infer
+from runtime.spec import ModelSpec
+from train import __version__
+from train.errors import InvalidInput, ToolkitError
+
+log = logging.getLogger("resnet_edge.serve")
+VERSION = "1"
+
+
+@dataclass
+class ServerState:
+    spec: ModelSpec
+    model_name: str
+    platform: str
+    batcher: DynamicBatcher
+    metrics: Metrics
+    max_batch_size: int
+    max_body_bytes: int
+    request_timeout_s: float
+    api_key: str | None = None
+    ready: bool = False
+    draining: bool = False
+    inflight: int = 0
+
+
+Handler = Callable[[Request, ServerState], Awaitable[Response]]
+
+
+def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callable[[Handler], Callable]:
+    """Wrap a handler: auth, drain check, errors -> JSON with the mapped status, metrics, one log line."""
+
+    def wrap(fn: Handler):
+        async def handler(request: Request) -> Response:
+            state: ServerState = request.app.state.server
+            t0 = time.perf_counter()
+            if counted:
+                state.inflight += 1
+            try:
+                if not public:
+                    _authorize(request, state)
+                if state.draining and counted:
+                    raise ShuttingDown("The server is shutting down and accepts no new requests.")
+                response = await fn(request, state)
+            except ToolkitError as exc:
+                response = JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+                if response.status_code == 503:
+                    response.headers["Retry-After"] = "1"
+                if response.status_code == 401:
+                    response.headers["WWW-Authenticate"] = "Bearer"
+            except Exception:  # a bug, not bad input: logged with its traceback, answered in one sentence
+                log.exception(json.dumps({"event": "error", "endpoint": name, "path": request.url.path}))
+                response = JSONResponse({"error": "Internal server error; see the server log."}, status_code=500)
+            finally:
+                if counted:
+                    state.inflight -= 1
+            seconds = time.perf_counter() - t0
+            state.metrics.request(name, response.status_code, seconds)
+            failed = response.status_code >= 400 and name not in ("ready", "model_ready")
+            level = logging.WARNING if failed else logging.DEBUG
+            if log.isEnabledFor(level):
+                line = {"event": "request", "method": request.method, "path": request.url.path,
+                        "status": response.status_code, "ms": round(seconds * 1e3, 3)}
+                if failed and response.media_type == "application/json":
+                    line["error"] = json.loads(response.body).get("error")
+                log.log(level, json.dumps(line))
+            return response
+
+        return handler
+
+    return wrap
+
+
+def _authorize(request: Request, state: ServerState) -> None:
+    if state.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else ""
+    if not token:
+        raise Unauthorized("This server needs 'Authorization: Bearer <api key>'.")
+    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
+        raise Unauthorized("The bearer token is wrong.")
+
+
+async def _body(request: Request, state: ServerState) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > state.max_body_bytes:
+        raise PayloadTooLarge(f"The body of {int(declared)} bytes is over the {state.max_body_bytes}-byte limit.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > state.max_body_bytes:
+            raise PayloadTooLarge(f"The body is over the {state.max_body_bytes}-byte limit.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _model(request: Request, state: ServerState) -> None:
+    name = request.path_params["model"]
+    version = request.path_params.get("version")
+    if name != state.model_name:
+        raise NotFound(f"Unknown model '{name}'; this server serves '{state.model_name}'.")
+    if version is not None and version != VERSION:
+        raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
+
+
+@endpoint("live", public=True, counted=False)
+async def live(request: Request, state: ServerState) -> Response:
+    return JSONResponse({"live": True})
+
+
+@endpoint("ready", public=True, counted=False)
+async def ready(request: Request, state: ServerState) -> Response:
+    ok = state.ready and not state.draining
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+@endpoint("server_metadata", counted=False)
+async def server_metadata(request: Request, state: ServerState) -> Response:
+    return JSONResponse({"name": "resnet-edge", "version": __version__,
+                         "extensions": ["binary_tensor_data", "classification"]})
+
+
+@endpoint("model_metadata", counted=False)
+async def model_metadata(request: Request, state: ServerState) -> Response:
+    _model(request, state)
+    s = state.spec
+    return JSONResponse({
+        "name": state.model_name, "versions": [VERSION], "platform": state.platform,
+        "inputs": [{"name": s.input_name, "datatype": "FP32", "shape": [-1, *s.chw]}],
+        "outputs": [{"name": s.output_name, "datatype": "FP32", "shape": [-1, s.num_classes]}],
+    })
+
+
+@endpoint("model_ready", counted=False)
+async def model_ready(request: Request, state: ServerState) -> Response:
+    _model(request, state)
+    ok = state.ready and not state.draining
+    return JSONResponse({"name": state.model_name, "ready": ok}, status_code=200 if ok else 503)
+
+
+@endpoint("infer")
+async def infer(request: Request, state: ServerState) -> Response:
+    _model(request, state)
+    if not state.ready:
+        raise NotReady("The model is still loading; retry shortly.")
+    body = await _body(request, state)
+    req = parse_infer(body, request.headers.get(HEADER), state.spec, state.max_batch_size)
+    logits = await state.batcher.submit(req.batch, state.request_timeout_s)
+    payload, headers = build_response(req, logits, state.model_name, VERSION, state.spec.class_names)
+    return Response(payload, headers=headers)
+
+
+@endpoint("classify")
+async def classify(request: Request, state: ServerState) -> Response:
+    from runtime.preprocess import decode, preprocess
+
+    if not state.ready:
+        raise NotReady("The model is still loading; retry shortly.")
+    try:
+        k = int(request.query_params.get("k", "3"))
+    except ValueError:
+        raise InvalidInput("Query parameter k must be an integer.") from None
+    if not 1 <= k <= state.spec.num_classes:
+        raise InvalidInput(f"Query parameter k must be in 1..{state.spec.num_classes}.")
+    body = await _body(request, state)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        body = await _multipart_file(request, body)
+    if not body:
+        raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
+    x = preprocess([decode(body, "The uploaded image")], state.spec)
+    logits = (await state.batcher.submit(x, state.request_timeout_s))[0]
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    top = np.argsort(-probs, kind="stable")[:k]
+    return JSONResponse({"model_name": state.model_name, "predictions": [
+        {"label": state.spec.class_names[i], "index": int(i), "probability": float(probs[i])} for i in top]})
+
+
+async def _multipart_file(request: Request, body: bytes) -> bytes:
+    from starlette.datastructures import UploadFile
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, receive).form()
+    files = [v for v in form.values() if isinstance(v, UploadFile)]
+    if not files:
+        raise InvalidInput("The multipart form has no file field.")
+    return await files[0].read()
+
+
+@endpoint("metrics")
+async def metrics(request: Request, state: ServerState) -> Response:
+    body, content_type = state.metrics.exposition(state.batcher.depth)
+    return Response(body, media_type=content_type)
+
+
+@endpoint("not_found", counted=False)
+async def not_found(request: Request, state: ServerState) -> Response:
+    raise NotFound(f"No route {request.method} {request.url.path}.")
+
+
+def create_app(state: ServerState, lifespan=None) -> Starlette:
+    m = "/v2/models/{model}"
+    routes = [
+        Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
+        Route(m, model_metadata), Route(m + "/versions/{version}", model_metadata),
+        Route(m + "/ready", model_ready), Route(m + "/versions/{version}/ready", model_ready),
+        Route(m + "/infer", infer, methods=["POST"]), Route(m + "/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v1/classify", classify, methods=["POST"]), Route("/metrics", metrics),
+        Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.server = state
+    return app

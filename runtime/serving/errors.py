@@ -1,0 +1,43 @@
+"""Serving errors and the one table from exception to HTTP status."""
+
+from __future__ import annotations
+
+from runtime.serving.batcher import QueueFull, RequestTimeout, ShuttingDown
+from train.errors import ArtifactMismatch, InvalidInput, ToolkitError
+
+
+class NotFound(ToolkitError):
+    """Unknown model, version or route."""
+
+
+class Unauthorized(ToolkitError):
+    """Missing or wrong bearer token."""
+
+
+class PayloadTooLarge(ToolkitError):
+    """The request body is over --max-body-mb."""
+
+
+class NotReady(ToolkitError):
+    """The model is still loading."""
+
+
+STATUS: dict[type[ToolkitError], int] = {
+    InvalidInput: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    NotReady: 503,
+    QueueFull: 503,
+    ShuttingDown: 503,
+    RequestTimeout: 504,
+    ArtifactMismatch: 500,
+    ToolkitError: 500,
+}
+
+
+def status_of(exc: ToolkitError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500

@@ -1,0 +1,137 @@
+"""The Open Inference Protocol (KServe v2) as Triton speaks it: JSON tensors, the binary tensor
+data extension and the classification extension. Pure functions from bytes to arrays and back."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.spec import ModelSpec
+from train.errors import InvalidInput
+
+HEADER = "inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+    classification: int = 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    batch: np.ndarray
+    outputs: tuple[RequestedOutput, ...]
+
+
+def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_batch: int) -> InferRequest:
+    """Parse a KServe v2 infer request (JSON, or JSON + binary tensors); every problem is an InvalidInput."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise InvalidInput(f"Inference-Header-Content-Length '{header_length}' is not an integer.") from None
+        if not 0 < n <= len(body):
+            raise InvalidInput(f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes.")
+        head, binary = body[:n], body[n:]
+    else:
+        head, binary = body, b""
+    try:
+        req = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"The request body is not valid JSON ({getattr(exc, 'msg', exc)}).") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
+        raise InvalidInput("The request needs an 'inputs' list with one tensor.")
+    if len(req["inputs"]) != 1:
+        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(req['inputs'])}.")
+    inp = req["inputs"][0]
+    if not isinstance(inp, dict):
+        raise InvalidInput("Each input must be a JSON object.")
+    if inp.get("name") != spec.input_name:
+        raise InvalidInput(f"Unknown input '{inp.get('name')}'; the model's input is '{spec.input_name}'.")
+    if inp.get("datatype") != "FP32":
+        raise InvalidInput(f"Input datatype must be FP32, not '{inp.get('datatype')}'.")
+    shape = inp.get("shape")
+    c, h, w = spec.chw
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape)
+            and shape[1:] == [c, h, w] and shape[0] >= 1):
+        raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shape}.")
+    if shape[0] > max_batch:
+        raise InvalidInput(f"Batch size {shape[0]} exceeds the maximum of {max_batch}.")
+    count = int(np.prod(shape))
+    params = inp.get("parameters") or {}
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if size != count * 4 or len(binary) != size:
+            raise InvalidInput(f"binary_data_size {size} and the {len(binary)} binary bytes do not match "
+                               f"shape {shape} ({count * 4} bytes of FP32).")
+        batch = np.frombuffer(binary, dtype="<f4").reshape(shape).astype(np.float32, copy=False)
+    else:
+        if binary:
+            raise InvalidInput("Binary bytes follow the JSON header but no input declares binary_data_size.")
+        try:
+            batch = np.asarray(inp.get("data"), dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput("Input 'data' must be a (flat or nested) list of numbers.") from None
+        if batch.size != count:
+            raise InvalidInput(f"Input 'data' holds {batch.size} values; shape {shape} needs {count}.")
+        batch = batch.reshape(shape)
+    if not np.isfinite(batch).all():
+        raise InvalidInput("Input contains NaN or Inf values.")
+    binary_default = bool((req.get("parameters") or {}).get("binary_data_output", False))
+    outputs = []
+    for out in req.get("outputs") or [{"name": spec.output_name}]:
+        if not isinstance(out, dict) or out.get("name") != spec.output_name:
+            raise InvalidInput(f"Unknown output '{out.get('name') if isinstance(out, dict) else out}'; "
+                               f"the model's output is '{spec.output_name}'.")
+        p = out.get("parameters") or {}
+        k = p.get("classification", 0)
+        if not isinstance(k, int) or not 0 <= k <= spec.num_classes:
+            raise InvalidInput(f"classification must be an integer in 0..{spec.num_classes}, not {k!r}.")
+        outputs.append(RequestedOutput(spec.output_name, bool(p.get("binary_data", binary_default)), k))
+    rid = req.get("id")
+    return InferRequest(str(rid) if rid is not None else None, np.ascontiguousarray(batch), tuple(outputs))
+
+
+def classify_strings(logits: np.ndarray, k: int, labels: tuple[str, ...]) -> list[list[str]]:
+    """Top-k as Triton's classification extension formats them: '<value>:<index>:<label>'."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return [[f"{logits[i, j]:f}:{j}:{labels[j]}" for j in row] for i, row in enumerate(top)]
+
+
+def build_response(req: InferRequest, logits: np.ndarray, model: str, version: str,
+                   labels: tuple[str, ...]) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers: JSON, or JSON + binary tensors when any output asked for binary."""
+    outputs, blobs = [], []
+    for out in req.outputs:
+        if out.classification:
+            strings = classify_strings(logits, out.classification, labels)
+            entry: dict[str, Any] = {"name": out.name, "datatype": "BYTES", "shape": [len(strings), out.classification]}
+            if out.binary:
+                blob = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for row in strings for s in row)
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = [s for row in strings for s in row]
+        else:
+            entry = {"name": out.name, "datatype": "FP32", "shape": list(logits.shape)}
+            if out.binary:
+                blob = np.ascontiguousarray(logits, dtype="<f4").tobytes()
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            else:
+                entry["data"] = logits.ravel().tolist()
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    if req.id is not None:
+        body["id"] = req.id
+    head = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER: str(len(head))}

@@ -1,0 +1,157 @@
+"""`resnet-edge serve`: pick a verified variant, load it off the event loop, serve with uvicorn,
+drain on SIGTERM (in-flight requests finish, new ones get 503) and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.serving.app import ServerState, create_app
+from runtime.serving.batcher import DynamicBatcher
+from runtime.serving.metrics import Metrics
+from runtime.spec import Artifacts, load_artifacts
+from runtime.variants import Variant, parse_backends, plan
+from train.errors import InvalidInput, MissingDependency
+
+log = logging.getLogger("resnet_edge.serve")
+API_KEY_ENV = "RESNET_EDGE_API_KEY"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    artifacts: Path = Path("artifacts")
+    backend: str = "auto"
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | int8-cpu ; ignored by auto
+    model_name: str = "resnet18"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 500
+    max_queue: int = 1024
+    request_timeout_s: float = 30.0
+    max_body_mb: float = 32.0
+    api_key: str | None = None
+    threads: int = 0
+    drain_timeout_s: float = 30.0
+    log_level: str = "info"
+
+
+def choose_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
+    """An explicit backend/precision, or with ``auto`` the fastest variant here that passes parity."""
+    if cfg.backend == "auto":
+        return auto_variant(arts, cfg)
+    variants, skipped = plan(arts, parse_backends(cfg.backend), threads=cfg.threads)
+    for v in variants:
+        if v.label.split(" ", 1)[1].startswith(cfg.precision) and v.label.endswith(cfg.precision):
+            return v
+    if skipped:
+        raise MissingDependency(skipped[0])
+    have = ", ".join(sorted({v.label.split(' ', 1)[1] for v in variants}))
+    raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
+
+
+def auto_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
+    from runtime.bench import time_calls
+    from runtime.parity import run_parity
+    from runtime.preprocess import load_test_inputs
+
+    variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads)
+    variants = [v for v in variants if v.backend != "torch"] or variants  # torch is never the fastest on CPU
+    x, labels = load_test_inputs(arts.spec, 1000)
+    report = run_parity(arts, variants, x, labels, checkpoint=arts.verified_checkpoint(), n_random=32)
+    passed = [v for v, row in zip(variants, report.rows) if row.passed]
+    if not passed:
+        raise InvalidInput("No backend passed parity on this machine; run 'resnet-edge parity' to see why.")
+    batch = np.ascontiguousarray(x[: min(8, cfg.max_batch_size)])
+    timings = []
+    for v in passed:
+        with v.create(arts, max_batch=cfg.max_batch_size) as b:
+            timings.append((float(np.median(time_calls(lambda: b.infer(batch), warmup_s=0.1,  # noqa: B023
+                                                       duration_s=0.3, iterations=None))), v))
+    best = min(timings, key=lambda t: t[0])[1]
+    log.info("auto: %s is the fastest of %d variants that passed parity", best.label, len(passed))
+    return best
+
+
+def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
+    if not 1 <= cfg.max_batch_size <= 4096:
+        raise InvalidInput("--max-batch-size must be in 1..4096.")
+    if cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.request_timeout_s <= 0 or cfg.max_body_mb <= 0:
+        raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout and --max-body-mb must be positive.")
+    arts = load_artifacts(cfg.artifacts)
+    variant = choose_variant(arts, cfg)
+    backend = variant.create(arts, max_batch=cfg.max_batch_size)
+    metrics = Metrics(cfg.max_batch_size)
+    batcher = DynamicBatcher(backend.infer, max_batch_size=cfg.max_batch_size,
+                             max_queue_delay_us=cfg.max_queue_delay_us, max_queue=cfg.max_queue,
+                             on_batch=metrics.on_batch)
+    state = ServerState(spec=arts.spec, model_name=cfg.model_name, platform=f"resnet-edge/{variant.label}",
+                        batcher=batcher, metrics=metrics, max_batch_size=cfg.max_batch_size,
+                        max_body_bytes=int(cfg.max_body_mb * 2**20), request_timeout_s=cfg.request_timeout_s,
+                        api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        loader = asyncio.create_task(_load(backend, state, arts))
+        yield
+        loader.cancel()
+        await batcher.stop()
+        backend.close()
+
+    return create_app(state, lifespan), state, variant, arts
+
+
+async def _load(backend, state: ServerState, arts: Artifacts) -> None:
+    """Load and warm up off the event loop; until then /ready and infer answer 503."""
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    await loop.run_in_executor(None, backend.load)
+    for n in sorted({1, state.max_batch_size}):
+        await loop.run_in_executor(None, backend.infer, np.zeros((n, *arts.spec.chw), np.float32))
+    state.ready = True
+    log.info("ready: %s loaded and warmed up in %.2f s", backend.describe(), time.perf_counter() - t0)
+
+
+def serve(cfg: ServeConfig) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app, state, variant, arts = build(cfg)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # our own SIGTERM/SIGINT handling: drain first, then stop
+            yield
+
+    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                                   lifespan="on", timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
+
+    async def drain() -> None:
+        if state.draining:
+            return
+        state.draining = True
+        log.info("draining: %d request(s) in flight; new requests get 503", state.inflight)
+        deadline = time.perf_counter() + cfg.drain_timeout_s
+        while state.inflight > 0 and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        server.should_exit = True
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(drain()))
+        auth = "bearer token required" if state.api_key else "no auth"
+        log.info("serving %s (%s) on http://%s:%d, %s", cfg.model_name, variant.label, cfg.host, cfg.port, auth)
+        await server.serve()
+
+    asyncio.run(main())
+    return 0

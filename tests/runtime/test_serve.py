@@ -1,0 +1,265 @@
+"""The server on a real socket, driven by Triton's own HTTP client and by raw HTTP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from runtime import backends
+
+pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+KEY = "s3cret-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(arts, *args):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_edge", "serve", str(arts.root), "--backend", "onnxruntime",
+                             "--port", str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read())
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(arts):
+    proc, port = _start(arts, "--api-key", KEY, "--max-queue-delay-us", "3000", "--max-body-mb", "2")
+    yield port
+    _stop(proc)
+
+
+def _http(port, path, body=None, headers=None, method=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers={"Authorization": f"Bearer {KEY}", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _infer_body(x):
+    return json.dumps({"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+
+
+def _reference(arts, x):
+    with backends.create("onnxruntime", arts.spec, arts.find("onnx", "fp32").path) as b:
+        return b.infer(x)
+
+
+def test_stock_triton_client_binary_json_and_classification(server, arts, fmnist):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server}")
+    def auth():  # a fresh dict each call: tritonclient adds Inference-Header-Content-Length to the one it gets
+        return {"Authorization": f"Bearer {KEY}"}
+
+    assert client.is_server_live() and client.is_model_ready("resnet18", headers=auth())
+    meta = client.get_model_metadata("resnet18", headers=auth())
+    assert meta["inputs"][0]["shape"] == [-1, 1, 28, 28] and meta["versions"] == ["1"]
+    from runtime.preprocess import load_test_inputs
+
+    x, labels = load_test_inputs(arts.spec, 5)
+    ref = _reference(arts, x)
+    for binary in (True, False):
+        inp = httpclient.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = httpclient.InferRequestedOutput("logits", binary_data=binary)
+        result = client.infer("resnet18", [inp], outputs=[out], headers=auth())
+        assert np.allclose(result.as_numpy("logits"), ref, atol=1e-5)
+    out = httpclient.InferRequestedOutput("logits", binary_data=True, class_count=3)
+    result = client.infer("resnet18", [inp], outputs=[out], headers=auth(), model_version="1")
+    top = result.as_numpy("logits")
+    assert top.shape == (5, 3)
+    first = top[0, 0].decode() if isinstance(top[0, 0], bytes) else top[0, 0]
+    value, index, label = first.split(":")
+    assert int(index) == ref[0].argmax() and label == arts.spec.class_names[int(index)]
+    assert float(value) == pytest.approx(ref[0].max(), rel=1e-5)
+
+
+def test_auth_health_is_public_everything_else_needs_the_token(server):
+    for path in ("/v2/health/live", "/v2/health/ready"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{server}{path}") as r:
+            assert r.status == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        req = urllib.request.Request(f"http://127.0.0.1:{server}/v2/models/resnet18", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req)
+        assert info.value.code == 401 and "error" in json.loads(info.value.read())
+    assert _http(server, "/metrics")[0] == 200
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "message"), [
+    ({"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP64", "data": [0] * 784}]}, {}, 400, "FP32"),
+    ({"inputs": [{"name": "images", "shape": [1, 1, 28, 27], "datatype": "FP32", "data": [0] * 756}]}, {}, 400, "shape"),
+    ({"inputs": [{"name": "images", "shape": [65, 1, 28, 28], "datatype": "FP32", "data": [0]}]}, {}, 400, "maximum of 64"),
+    ({"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [float("nan")] * 784}]},
+     {}, 400, "NaN"),
+    (b"{not json", {}, 400, "not valid JSON"),
+    (b'{"inputs": []}xxxx', {"Inference-Header-Content-Length": "500"}, 400, "does not fit"),
+    ({"inputs": [{"name": "images", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                  "parameters": {"binary_data_size": 3136}}]}, {}, 400, "do not match"),
+])
+def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, arts, body, headers, status, message):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    code, _, resp = _http(server, "/v2/models/resnet18/infer", raw, headers)
+    assert code == status and message in json.loads(resp)["error"]
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    assert _http(server, "/v2/models/resnet18/infer", _infer_body(x))[0] == 200
+
+
+def test_unknown_model_version_route_and_oversized_body(server):
+    assert _http(server, "/v2/models/nope/infer", b"{}")[0] == 404
+    assert _http(server, "/v2/models/resnet18/versions/7/infer", b"{}")[0] == 404
+    assert _http(server, "/v2/models/resnet18/versions/7")[0] == 404
+    assert _http(server, "/v3/whatever")[0] == 404
+    code, _, resp = _http(server, "/v2/models/resnet18/infer", b"0" * (3 * 2**20))
+    assert code == 413 and "limit" in json.loads(resp)["error"]
+
+
+def test_classify_endpoint_raw_multipart_and_bad_image(server, fmnist, tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(fmnist.test.images[0].numpy()).save(buf, format="PNG")
+    code, _, resp = _http(server, "/v1/classify?k=2", buf.getvalue(), {"Content-Type": "image/png"})
+    preds = json.loads(resp)["predictions"]
+    assert code == 200 and len(preds) == 2 and preds[0]["probability"] >= preds[1]["probability"]
+    boundary = "xyzBOUNDARY"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    code, _, resp2 = _http(server, "/v1/classify?k=2", form, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert code == 200 and json.loads(resp2)["predictions"] == preds
+    code, _, resp = _http(server, "/v1/classify", b"definitely not an image")
+    assert code == 400 and "cannot be decoded" in json.loads(resp)["error"]
+
+
+def test_dynamic_batching_merges_requests_and_returns_each_its_own_rows(server, arts):
+    from runtime.preprocess import load_test_inputs
+
+    x, _ = load_test_inputs(arts.spec, 24)
+    ref = _reference(arts, x)
+
+    def metric(name):
+        text = _http(server, "/metrics")[2].decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+    batches_before = metric("resnet_edge_batch_size_count")
+    results = [None] * 12
+    barrier = threading.Barrier(12)
+
+    def call(i):
+        barrier.wait()
+        code, _, body = _http(server, "/v2/models/resnet18/infer", _infer_body(x[2 * i:2 * i + 2]))
+        results[i] = (code, np.array(json.loads(body)["outputs"][0]["data"], np.float32).reshape(2, 10))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (code, logits) in enumerate(results):
+        assert code == 200 and np.allclose(logits, ref[2 * i:2 * i + 2], atol=1e-5)
+    executed = metric("resnet_edge_batch_size_count") - batches_before
+    assert executed < 12  # some requests shared a batch
+
+
+def test_queue_bound_503_with_retry_after_and_request_timeout(arts):
+    proc, port = _start(arts, "--max-queue", "1", "--max-queue-delay-us", "400000", "--request-timeout", "150ms")
+    try:
+        x = _infer_body(np.zeros((1, 1, 28, 28), np.float32))
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(_http(port, "/v2/models/resnet18/infer", x)))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        codes = sorted(code for code, _, _ in results)
+        assert 503 in codes and 504 in codes
+        busy = next(h for code, h, _ in results if code == 503)
+        assert {k.lower(): v for k, v in busy.items()}.get("retry-after") == "1"
+        assert "did not finish within" in next(json.loads(b)["error"] for c, _, b in results if c == 504)
+    finally:
+        _stop(proc)
+
+
+def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(arts):
+    proc, port = _start(arts, "--max-queue-delay-us", "1500000", "--max-batch-size", "8")
+    x = _infer_body(np.zeros((1, 1, 28, 28), np.float32))
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=_http(port, "/v2/models/resnet18/infer", x)))
+    t.start()
+    time.sleep(0.4)  # the request now waits in the batcher
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    code, headers, body = _http(port, "/v2/models/resnet18/infer", x)
+    t.join()
+    assert first["r"][0] == 200  # in flight: completed
+    assert code == 503 and "shutting down" in json.loads(body)["error"]
+    assert proc.wait(timeout=30) == 0
+
+
+def test_not_ready_is_503(arts):
+    from starlette.testclient import TestClient
+
+    from runtime.serving.app import ServerState, create_app
+    from runtime.serving.batcher import DynamicBatcher
+    from runtime.serving.metrics import Metrics
+
+    state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(lambda b: b),
+                        metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
+    client = TestClient(create_app(state))
+    assert client.get("/v2/health/ready").status_code == 503
+    resp = client.post("/v2/models/resnet18/infer", content=b"{}")
+    assert resp.status_code == 503 and "still loading" in resp.json()["error"]
+
+
+def test_loadtest_cli_against_the_server(server, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "loadtest", f"http://127.0.0.1:{server}",
+                          "--concurrency", "1,4", "--duration", "1s", "--api-key", KEY, "--json", str(tmp_path / "l.json"),
+                          "--csv", str(tmp_path / "l.csv")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    levels = json.loads((tmp_path / "l.json").read_text())["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 4]
+    assert all(lv["errors"] == 0 and lv["requests"] > 10 and lv["p50_ms"] <= lv["p99_ms"] for lv in levels)
+    assert (tmp_path / "l.csv").read_text().startswith("concurrency,")
+
+
+def test_loadtest_unreachable_server_is_one_sentence():
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "loadtest", f"http://127.0.0.1:{_free_port()}",
+                          "--duration", "1s"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Cannot reach" in res.stderr and "Traceback" not in res.stderr
+    os.environ.get("CI")
