@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 CKPT   ?= checkpoints/best.pt
 ARTIFACTS ?= artifacts
 TORCH_VERSION ?= 2.13.0
+PORT ?= 8000
 
-.PHONY: setup data train export parity bench test lint gpu-check clean help
+.PHONY: setup data train export parity bench serve test lint gpu-check clean help
 
 help:
 	@echo "make export   train (if no $(CKPT)) and export verified ONNX artifacts to $(ARTIFACTS)/"
@@ -15,6 +16,7 @@ help:
 	@echo "make train    train the quick preset (>=90% in <5 min on 2 CPU cores)"
 	@echo "make parity   every artifact on every available backend vs the PyTorch FP32 reference"
 	@echo "make bench    default latency sweep with peers: reports/bench.json and reports/bench.png"
+	@echo "make serve    KServe v2 / Triton HTTP server on 127.0.0.1:$(PORT) over $(ARTIFACTS)/"
 	@echo "make gpu-check  GPU-marked tests and the full preset on CUDA (needs a GPU)"
 
 setup: $(STAMP) data
@@ -49,15 +51,22 @@ train: setup
 	$(BIN)/resnet-edge train --preset quick --out $(dir $(CKPT))
 
 export: setup $(CKPT)
-	$(BIN)/resnet-edge export $(CKPT) --out $(ARTIFACTS)
+	$(BIN)/resnet-edge export $(CKPT) --out $(ARTIFACTS) --triton-repo triton_repo
 
-parity: setup
+$(ARTIFACTS)/manifest.json:
+	$(MAKE) export
+
+parity: setup $(ARTIFACTS)/manifest.json
 	$(BIN)/resnet-edge parity $(ARTIFACTS) --json reports/parity.json
 
 # A default sweep that fits in about 3 minutes on 2 cores.
-bench: setup
+bench: setup $(ARTIFACTS)/manifest.json
 	$(BIN)/resnet-edge bench $(ARTIFACTS) --peers --roofline --batch 1,8,64 --warmup 0.3s --duration 1s \
 	  --json reports/bench.json --csv reports/bench.csv --plot reports/bench.png
+
+# KServe v2 / Triton HTTP on 127.0.0.1:8000; the fastest backend here that passes parity.
+serve: setup $(ARTIFACTS)/manifest.json
+	$(BIN)/resnet-edge serve $(ARTIFACTS) --backend auto --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ def serve_cmd(
     port: Annotated[int, Opt()] = 8000,
     model_name: Annotated[str, Opt(help="Model name in the KServe v2 URLs.")] = "resnet18",
     max_batch_size: Annotated[int, Opt(help="Largest merged batch, and the largest request batch.")] = 64,
-    max_queue_delay_us: Annotated[int, Opt(help="How long a batch waits for more requests.")] = 500,
+    max_queue_delay_us: Annotated[int, Opt(help="Extra wait for more requests (0: merge only what is queued).")] = 0,
     max_queue: Annotated[int, Opt(help="Queued requests before new ones get 503 + Retry-After.")] = 1024,
     request_timeout: Annotated[str, Opt(help="Per-request timeout.")] = "30s",
     max_body_mb: Annotated[float, Opt(help="Largest accepted request body.")] = 32.0,

@@ -34,7 +34,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_batch_size: int = 64
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 0  # as Triton: no added wait; requests queued behind a running batch still merge
     max_queue: int = 1024
     request_timeout_s: float = 30.0
     max_body_mb: float = 32.0

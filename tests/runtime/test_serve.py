@@ -232,19 +232,37 @@ def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(arts):
     assert proc.wait(timeout=30) == 0
 
 
-def test_not_ready_is_503(arts):
-    from starlette.testclient import TestClient
+def _asgi(app, method, path, body=b""):
+    """One request straight through the ASGI interface (no HTTP client library involved)."""
+    import asyncio
 
+    messages = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-length", str(len(body)).encode())], "scheme": "http", "http_version": "1.1",
+             "server": ("127.0.0.1", 0), "client": ("127.0.0.1", 1), "root_path": "", "app": app}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    return status, json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
+
+
+def test_not_ready_is_503(arts):
     from runtime.serving.app import ServerState, create_app
     from runtime.serving.batcher import DynamicBatcher
     from runtime.serving.metrics import Metrics
 
     state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(lambda b: b),
                         metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
-    client = TestClient(create_app(state))
-    assert client.get("/v2/health/ready").status_code == 503
-    resp = client.post("/v2/models/resnet18/infer", content=b"{}")
-    assert resp.status_code == 503 and "still loading" in resp.json()["error"]
+    app = create_app(state)  # lifespan never ran: the model is not loaded
+    assert _asgi(app, "GET", "/v2/health/ready") == (503, {"ready": False})
+    status, body = _asgi(app, "POST", "/v2/models/resnet18/infer", b"{}")
+    assert status == 503 and "still loading" in body["error"]
 
 
 def test_loadtest_cli_against_the_server(server, tmp_path):
