@@ -66,8 +66,12 @@ class OpenVinoBackend(Backend):
         if not self.requests:
             self.infer(np.zeros((1, *self.spec.chw), np.float32))
         compiled = next(iter(self.requests.values())).get_compiled_model()
-        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        return {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()  # e.g. "<Type: 'bfloat16'>"
+        if "bfloat16" in hint or "bf16" in hint:
+            return "bf16"
+        if "float16" in hint or "'f16'" in hint:  # bf16 was matched above
+            return "fp16"
+        return "fp32"
 
     def _close(self) -> None:
         self.requests.clear()

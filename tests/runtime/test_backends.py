@@ -90,3 +90,15 @@ def test_torch_cuda_backend(arts, options):
         with backends.create("torch", arts.spec, arts.checkpoint, precision=precision, device="cuda", **options) as b:
             for _ in range(2):  # the second call replays the captured graph
                 assert np.abs(b.infer(x) - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_openvino_reports_the_precision_it_really_computes_in(arts):
+    if backends.unavailable_reason("openvino"):
+        pytest.skip("openvino is not installed")
+    from runtime.variants import _cpu_has_bf16
+
+    src = arts.find("onnx", "fp32").path
+    with backends.create("openvino", arts.spec, src) as b:
+        assert b.effective_precision == "fp32"  # we pin f32 for FP32 artifacts
+    with backends.create("openvino", arts.spec, src, defaults=True) as b:
+        assert b.effective_precision == ("bf16" if _cpu_has_bf16() else "fp32")  # the plugin's silent default
