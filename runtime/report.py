@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
@@ -103,10 +104,14 @@ def write_bench_plot(result: BenchResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
-    for label in dict.fromkeys(r.label for r in result.rows):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.4), dpi=110)
+    labels = list(dict.fromkeys(r.label for r in result.rows))
+    colors = plt.cm.tab20(np.linspace(0, 1, max(len(labels), 2)))
+    markers = {"torch": "s", "onnxruntime": "o", "openvino": "^", "tensorrt": "D"}
+    for color, label in zip(colors, labels):
         rows = sorted((r for r in result.rows if r.label == label), key=lambda r: r.batch)
-        style = dict(linestyle="--" if rows[0].peer else "-", marker="o", label=label)
+        style = dict(linestyle="--" if rows[0].peer else "-", marker=markers.get(rows[0].backend, "o"),
+                     color=color, label=label + (" (peer)" if rows[0].peer and "peer" not in label else ""))
         ax1.plot([r.batch for r in rows], [r.p50_ms for r in rows], **style)
         ax2.plot([r.batch for r in rows], [r.throughput for r in rows], **style)
     for ax, ylabel in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
@@ -116,7 +121,8 @@ def write_bench_plot(result: BenchResult, path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_xticks(list(result.config.batches), [str(b) for b in result.config.batches])
         ax.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=7, loc="best")
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="dashed: peers' defaults",
+               title_fontsize=7)
     fig.suptitle(header(result), fontsize=8)
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:
