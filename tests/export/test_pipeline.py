@@ -92,24 +92,21 @@ def test_cli_corrupt_checkpoint(tmp_path):
     assert "not a PyTorch checkpoint" in res.stderr
 
 
-def test_cli_unsupported_opset(trained_ckpt, tmp_path):
-    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--opset", "7")
-    _one_sentence(res)
-    assert "opset 7 is not supported" in res.stderr
-
-
-def test_cli_unwritable_output_directory(trained_ckpt, tmp_path):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--opset", "7"], "opset 7 is not supported"),
+    (["--calib-size", "8"], "8 images is too small"),
+    (["--calib-method", "magic"], "--calib-method must be one of"),
+    (["--trt-batch", "1,2"], "--trt-batch must be three integers"),
+    (["--out", "{blocker}/sub"], "is not writable"),
+])
+def test_cli_bad_options_are_one_sentence(trained_ckpt, tmp_path, args, message):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = _cli(str(trained_ckpt), "--out", str(blocker / "sub"))
+    args = [a.format(blocker=blocker) for a in args]
+    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), *args)
     _one_sentence(res)
-    assert "is not writable" in res.stderr
-
-
-def test_cli_calibration_set_too_small(trained_ckpt, tmp_path):
-    res = _cli(str(trained_ckpt), "--out", str(tmp_path / "a"), "--calib-size", "8")
-    _one_sentence(res)
-    assert "8 images is too small" in res.stderr
+    assert message in res.stderr
+    assert not (tmp_path / "a" / "manifest.json").exists()
 
 
 def test_cli_trt_without_tensorrt_is_one_sentence(trained_ckpt, tmp_path):
