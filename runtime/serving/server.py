@@ -50,7 +50,7 @@ def choose_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
         return auto_variant(arts, cfg)
     variants, skipped = plan(arts, parse_backends(cfg.backend), threads=cfg.threads)
     for v in variants:
-        if v.label.split(" ", 1)[1].startswith(cfg.precision) and v.label.endswith(cfg.precision):
+        if v.label.split(" ", 1)[1] == cfg.precision:
             return v
     if skipped:
         raise MissingDependency(skipped[0])

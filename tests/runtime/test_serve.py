@@ -281,3 +281,28 @@ def test_loadtest_unreachable_server_is_one_sentence():
                           "--duration", "1s"], capture_output=True, text=True)
     assert res.returncode == 2 and "Cannot reach" in res.stderr and "Traceback" not in res.stderr
     os.environ.get("CI")
+
+
+def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts):
+    from runtime.parity import run_parity
+    from runtime.preprocess import load_test_inputs
+    from runtime.serving.server import ServeConfig, choose_variant
+
+    chosen = choose_variant(arts, ServeConfig(artifacts=arts.root, backend="auto"))
+    x, labels = load_test_inputs(arts.spec, 1000)
+    (row,) = run_parity(arts, [chosen], x, labels, checkpoint=arts.checkpoint, n_random=32).rows
+    assert row.passed, (chosen.label, row.real.failures)
+
+
+def test_explicit_backend_and_unknown_precision(arts):
+    from runtime.serving.server import ServeConfig, choose_variant
+    from train.errors import InvalidInput
+
+    assert choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8")).label == "onnxruntime int8"
+    if arts.find("onnx", "int8", "cpu"):  # kept by the export only where it met its parity bound
+        assert choose_variant(arts, ServeConfig(backend="openvino", precision="int8-cpu")).label == "openvino int8-cpu"
+    else:
+        with pytest.raises(InvalidInput, match="no 'int8-cpu' variant"):
+            choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8-cpu"))
+    with pytest.raises(InvalidInput, match="has no 'fp64' variant"):
+        choose_variant(arts, ServeConfig(backend="onnxruntime", precision="fp64"))
