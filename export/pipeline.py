@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -188,7 +187,7 @@ class _Exporter:
                                   chw=(m.in_channels, m.image_size, m.image_size), profile=self.cfg.trt_profile,
                                   workspace_mb=self.cfg.workspace_mb, timing_cache=self.cfg.out / "trt.timing.cache")
             build_s = time.perf_counter() - t0
-            logits = _engine_logits(out, self.test_x, self.cfg.trt_profile.max_batch)
+            logits = tensorrt.engine_logits(out, self.test_x, self.cfg.trt_profile.max_batch)
             stats = parity(self.ref, logits, self.labels)
             row = _artifact_entry(out, precision, stats, build_s, 0.0, m, fmt="tensorrt",
                                   sidecar=tensorrt.sidecar_path(out).name)
@@ -278,29 +277,6 @@ def _artifact_entry(path: Path, precision: str, stats: ParityStats, build_s: flo
         "status": "ok" if ok else "fail", "build_seconds": round(build_s, 3), "eval_seconds": round(eval_s, 3),
         "tools": tools, **extra,
     }
-
-
-def _engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
-    """Run the test set through a fresh engine with the named-tensor API (execute_async_v3)."""
-    import tensorrt as trt
-
-    cuda_engine = tensorrt.load_engine(engine)
-    context = cuda_engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    outs = []
-    out_name = next(cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)
-                    if cuda_engine.get_tensor_mode(cuda_engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT)
-    for i in range(0, len(x), max_batch):
-        xb = torch.from_numpy(x[i:i + max_batch]).cuda()
-        context.set_input_shape(INPUT_NAME, tuple(xb.shape))
-        yb = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device="cuda")
-        context.set_tensor_address(INPUT_NAME, xb.data_ptr())
-        context.set_tensor_address(out_name, yb.data_ptr())
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ArtifactMismatch(f"TensorRT failed to run {engine}.")
-        stream.synchronize()
-        outs.append(yb.cpu().numpy())
-    return np.concatenate(outs)
 
 
 def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from train.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from train.errors import ArtifactMismatch, InvalidInput, MissingDependency
 
@@ -155,3 +157,30 @@ def load_engine(engine: Path):
     if cuda_engine is None:
         raise ArtifactMismatch(f"TensorRT could not deserialize {engine}.")
     return cuda_engine
+
+
+def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
+    """Run the test set through a fresh engine with the named-tensor API (execute_async_v3)."""
+    import tensorrt as trt
+    import torch
+
+    cuda_engine = load_engine(engine)
+    context = cuda_engine.create_execution_context()
+    stream = torch.cuda.Stream()
+    outs = []
+    names = [cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)]
+    in_name = next(n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out_name = next(n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    for i in range(0, len(x), max_batch):
+        with torch.cuda.stream(stream):  # copy in, execute and copy out in one stream's order
+            xb = torch.from_numpy(x[i:i + max_batch]).to("cuda", non_blocking=True)
+            context.set_input_shape(in_name, tuple(xb.shape))
+            yb = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device="cuda")
+            context.set_tensor_address(in_name, xb.data_ptr())
+            context.set_tensor_address(out_name, yb.data_ptr())
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise ArtifactMismatch(f"TensorRT failed to run {engine}.")
+            out = yb.to("cpu", non_blocking=True)
+        stream.synchronize()
+        outs.append(out.numpy())
+    return np.concatenate(outs)

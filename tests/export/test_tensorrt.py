@@ -22,8 +22,6 @@ def trt_ready():
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_builds_runs_and_matches_onnx(trt_ready, export_dir, tmp_path, precision):
-    from export.pipeline import _engine_logits
-
     art = next(a for a in read_manifest(export_dir)["artifacts"] if a["precision"] == precision and a["target"] == "any")
     engine = tensorrt.build_engine(export_dir / art["path"], tmp_path / f"m_{precision}.engine", precision=precision,
                                    input_name="images", chw=(1, 28, 28), timing_cache=tmp_path / "cache")
@@ -32,7 +30,7 @@ def test_engine_builds_runs_and_matches_onnx(trt_ready, export_dir, tmp_path, pr
     assert (tmp_path / "cache").stat().st_size > 0
     x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
     ref = ort_logits(export_dir / art["path"], x)
-    out = _engine_logits(engine, x, 64)
+    out = tensorrt.engine_logits(engine, x, 64)
     tol = {"fp32": 1e-3, "fp16": 5e-2, "int8": 0.25}[precision]
     assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
     assert engine.read_bytes()[:4] != b"{\"te"  # a plain plan: no metadata prepended
