@@ -31,8 +31,10 @@ class BenchConfig:
 class LatencyStats:
     label: str
     backend: str
+    artifact: str  # the model file's name (a checkpoint for torch)
     precision: str
     batch: int
+    image_size: int
     device: str
     peer: bool
     iterations: int
@@ -43,7 +45,7 @@ class LatencyStats:
     p95_ms: float
     p99_ms: float
     max_ms: float
-    throughput: float  # images per second, from the mean latency
+    throughput_ips: float  # images per second, from the mean latency
     gflops: float | None = None  # achieved model GFLOP/s
     peak_ratio: float | None = None  # gflops / measured GEMM peak of this precision
     compute_p50_ms: float | None = None  # GPU compute only (CUDA events, input already on the device)
@@ -52,15 +54,16 @@ class LatencyStats:
 
 
 def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flop_per_image: float | None,
-              peak: float | None) -> LatencyStats:
+              peak: float | None, image_size: int) -> LatencyStats:
     ms = np.asarray(times_s) * 1e3
     mean = float(ms.mean())
     gflops = flop_per_image * batch / (mean / 1e3) / 1e9 if flop_per_image else None
     return LatencyStats(
-        label=v.label, backend=v.backend, precision=v.precision, batch=batch, device=device, peer=v.peer,
+        label=v.label, backend=v.backend, artifact=v.source.name, precision=v.precision, batch=batch,
+        image_size=image_size, device=device, peer=v.peer,
         iterations=len(ms), min_ms=float(ms.min()), mean_ms=mean, p50_ms=float(np.percentile(ms, 50)),
         p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)), p99_ms=float(np.percentile(ms, 99)),
-        max_ms=float(ms.max()), throughput=batch / (mean / 1e3), gflops=gflops,
+        max_ms=float(ms.max()), throughput_ips=batch / (mean / 1e3), gflops=gflops,
         peak_ratio=gflops / peak if gflops and peak else None,
         accuracy=v.artifact.test_accuracy if v.artifact else None,
     )
@@ -197,7 +200,7 @@ class BenchResult:
     def best(self, batch: int, *, peer: bool, precision: str | None = None) -> LatencyStats | None:
         rows = [r for r in self.rows if r.batch == batch and r.peer == peer
                 and (precision is None or r.precision == precision)]
-        return max(rows, key=lambda r: r.throughput) if rows else None
+        return max(rows, key=lambda r: r.throughput_ips) if rows else None
 
     def speedups(self) -> list[dict[str, Any]]:
         """Per batch: our best path (any precision, and FP32 only) against each peer default."""
@@ -215,7 +218,7 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine, "config": asdict(self.config), "image_size": self.image_size,
                 "gflop_per_image": self.flop_per_image / 1e9, "peaks_gflops": self.peaks,
-                "rows": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped}
+                "results": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped}
 
 
 def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images: np.ndarray,
@@ -239,7 +242,7 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
                 effective = backend.effective_precision
                 if cfg.roofline and effective not in result.peaks:
                     result.peaks[effective] = gemm_peak_gflops(effective)
-                stats = summarize(times, v, b, backend.device, flop, result.peaks.get(effective))
+                stats = summarize(times, v, b, backend.device, flop, result.peaks.get(effective), arts.spec.image_size)
                 if effective != v.precision:
                     stats = LatencyStats(**{**asdict(stats), "effective_precision": effective})
                 compute = getattr(backend, "compute_only_ms", None)

@@ -57,10 +57,10 @@ def bench_table(result: BenchResult) -> Table:
         cols += ["compute p50 ms"]
     for c in cols:
         t.add_column(c, justify="left" if c == "variant" else "right")
-    for r in sorted(result.rows, key=lambda r: (r.batch, -r.throughput)):
+    for r in sorted(result.rows, key=lambda r: (r.batch, -r.throughput_ips)):
         label = r.label + (f" [computes {r.effective_precision}]" if r.effective_precision else "")
         cells = [("[dim]" + escape(label) + "[/]") if r.peer else escape(label), str(r.batch), f"{r.p50_ms:.3f}",
-                 f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}", f"{r.throughput:,.0f}"]
+                 f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}", f"{r.throughput_ips:,.0f}"]
         if "GFLOP/s" in cols:
             cells.append(f"{r.gflops:.1f}" if r.gflops else "")
         if "% peak" in cols:
@@ -113,7 +113,7 @@ def write_bench_plot(result: BenchResult, path: Path) -> Path:
         style = dict(linestyle="--" if rows[0].peer else "-", marker=markers.get(rows[0].backend, "o"),
                      color=color, label=label + (" (peer)" if rows[0].peer and "peer" not in label else ""))
         ax1.plot([r.batch for r in rows], [r.p50_ms for r in rows], **style)
-        ax2.plot([r.batch for r in rows], [r.throughput for r in rows], **style)
+        ax2.plot([r.batch for r in rows], [r.throughput_ips for r in rows], **style)
     for ax, ylabel in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -63,7 +63,7 @@ def in_process_p50(artifacts: str) -> float:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([*PY, "bench", artifacts, "--backend", "onnxruntime", "--precision", "fp32", "--batch", "1",
                         "--duration", "3s", "--json", f.name], check=True, stdout=subprocess.DEVNULL)
-        rows = json.loads(Path(f.name).read_text())["rows"]
+        rows = json.loads(Path(f.name).read_text())["results"]
     return next(r["p50_ms"] for r in rows if r["label"] == "onnxruntime fp32")
 
 

@@ -39,11 +39,25 @@ def test_bench_rows_are_consistent(arts):
     assert len(result.rows) == 2 * (1 + len(peer_variants(arts, arts.checkpoint)))
     for r in result.rows:
         assert r.min_ms <= r.p50_ms <= r.p90_ms <= r.p95_ms <= r.p99_ms <= r.max_ms
-        assert r.throughput == pytest.approx(r.batch / (r.mean_ms / 1e3))
+        assert r.throughput_ips == pytest.approx(r.batch / (r.mean_ms / 1e3))
         assert r.gflops == pytest.approx(result.flop_per_image * r.batch / (r.mean_ms / 1e3) / 1e9)
     sp = result.speedups()
     assert {s["peer"] for s in sp} >= {"peer: PyTorch eager (unfolded)", "peer: ONNX Runtime defaults"}
     assert all(s["speedup"] > 0 for s in sp)
+
+
+def test_statistics_on_known_samples(arts):
+    from runtime.bench import summarize
+
+    times = np.arange(1, 101) / 1000.0  # 1 ms .. 100 ms
+    fp32 = arts.find("onnx", "fp32")
+    v = Variant("onnxruntime", fp32.path, "fp32", "x", {}, fp32)
+    s = summarize(times, v, batch=4, device="cpu", flop_per_image=1e9, peak=100.0, image_size=28)
+    assert (s.min_ms, s.max_ms, s.mean_ms) == (1.0, 100.0, 50.5)
+    assert s.p50_ms == pytest.approx(50.5) and s.p90_ms == pytest.approx(90.1) and s.p99_ms == pytest.approx(99.01)
+    assert s.throughput_ips == pytest.approx(4 / 0.0505)
+    assert s.gflops == pytest.approx(4 / 0.0505) and s.peak_ratio == pytest.approx(s.gflops / 100.0)
+    assert s.artifact == "resnet18_fp32.onnx" and s.iterations == 100
 
 
 def test_gemm_peak_is_measured():
@@ -62,10 +76,15 @@ def test_cli_bench_writes_json_csv_plot(arts, tmp_path):
     assert "p99 ms" in res.stdout and "speed-up" in res.stdout and "GFLOP/image" in res.stdout
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["machine"]["cores"] >= 1 and data["peaks_gflops"]["fp32"] > 0
-    assert {r["precision"] for r in data["rows"] if not r["peer"]} == {"fp32", "int8"}
-    assert {r["batch"] for r in data["rows"]} == {1, 4}
+    results = data["results"]
+    required = {"backend", "artifact", "precision", "batch", "image_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
+                "throughput_ips", "peer"}
+    assert all(required <= set(r) for r in results)
+    assert {r["precision"] for r in results if not r["peer"]} == {"fp32", "int8"}
+    assert {r["batch"] for r in results} == {1, 4} and {r["image_size"] for r in results} == {28}
+    assert any(r["peer"] for r in results) and {r["artifact"] for r in results} >= {"resnet18_fp32.onnx"}
     rows = list(csv.DictReader((tmp_path / "b.csv").open()))
-    assert len(rows) == len(data["rows"]) and "p99_ms" in rows[0]
+    assert len(rows) == len(results) and "p99_ms" in rows[0]
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
