@@ -83,19 +83,6 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-class _Reader:
-    """ONNX Runtime CalibrationDataReader over an in-memory float32 array."""
-
-    def __init__(self, input_name: str, data: np.ndarray, batch_size: int) -> None:
-        self._batches = iter([{input_name: data[i:i + batch_size]} for i in range(0, len(data), batch_size)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
-
-    def rewind(self) -> None:  # pragma: no cover - not used by quantize_static
-        pass
-
-
 def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options = Int8Options()) -> Path:
     """Static QDQ quantization: per-channel symmetric int8 weights; int8 (symmetric) or uint8 activations."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -110,7 +97,16 @@ def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options 
     meta = _metadata(proto)
     # ORT's histogram calibrators stack batches, so every batch must have the same size.
     batch = max(d for d in range(1, options.batch_size + 1) if len(calibration) % d == 0)
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(proto.graph.input[0].name, calibration, batch)
+    name = proto.graph.input[0].name
+
+    class Reader(CalibrationDataReader):  # onnxruntime is imported lazily, so the class is made here
+        def __init__(self) -> None:
+            self._batches = iter([{name: calibration[i:i + batch]} for i in range(0, len(calibration), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    reader = Reader()
     method = {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
               CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[CalibMethod(options.calibration)]
     symmetric = Activations(options.activations) is Activations.S8

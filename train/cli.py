@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -63,7 +64,7 @@ def train_cmd(
     except OSError as exc:
         raise InvalidInput(f"Cannot create output directory {out}: {exc.strerror}.") from None
     result = train(cfg, out, data_dir=data_dir, resume=resume)
-    if result.history and result.history[-1].test_acc == result.history[-1].test_acc:  # rank 0 only
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         console.print(f"[bold green]best test accuracy {result.best_acc:.2%}[/] (epoch {result.best_epoch}) in "
                       f"{result.train_seconds:.0f}s of training; checkpoints in {out}/")
 

@@ -36,7 +36,6 @@ class _Pending:
 
 @dataclass
 class BatchStats:
-    queue_s: float
     infer_s: float
     batch_size: int
 
@@ -128,7 +127,7 @@ class DynamicBatcher:
                     p.future.set_exception(exc)
         finally:
             if self.on_batch and live:
-                self.on_batch(BatchStats(0.0, time.perf_counter() - start, sum(p.batch.shape[0] for p in live)),
+                self.on_batch(BatchStats(time.perf_counter() - start, sum(p.batch.shape[0] for p in live)),
                               [start - p.enqueued for p in live])
             for _ in group:
                 self._queue.task_done()

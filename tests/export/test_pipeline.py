@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -51,7 +50,6 @@ def test_cpu_int8_decision_is_recorded(export_dir):
 
 
 def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
-    pytest.importorskip("torch")
     manifest = read_manifest(export_dir)
     if any(a["format"] == "tensorrt" for a in manifest["artifacts"]):
         pytest.skip("TensorRT is present here; engines were built")
@@ -139,7 +137,6 @@ def test_interrupted_export_leaves_previous_manifest_consistent(export_dir, trai
     if (out / "manifest.json").exists():  # whatever manifest exists points at intact files
         read_manifest(out)
         assert (out / "manifest.json").read_text() == before
-    os.environ.get("CI")  # the same check runs in CI
 
 
 def test_cli_table_and_manifest(trained_ckpt, tmp_path):
