@@ -200,6 +200,11 @@ def to_input(images: torch.Tensor, mean: float, std: float, image_size: int) -> 
     return x.sub_(mean).div_(std)
 
 
+def augment_seed(seed: int, rank: int) -> int:
+    """A well-mixed seed per (epoch seed, rank) pair for the augmentation generator."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def iterate_batches(
     split: Split,
     batch_size: int,
@@ -217,10 +222,12 @@ def iterate_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs, labels) batches; with ``world_size > 1`` each rank gets its shard.
 
-    Order and augmentation depend only on ``seed``, so a resumed epoch sees the same
-    batches as an uninterrupted one.
+    The order depends only on ``seed`` (every rank shuffles alike, then takes its shard);
+    augmentation depends on ``seed`` and ``rank``, so ranks draw different crops and flips.
+    A resumed epoch therefore sees the same batches as an uninterrupted one.
     """
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(augment_seed(seed, rank))
     n = len(split)
     order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
     if world_size > 1:
@@ -232,7 +239,7 @@ def iterate_batches(
         idx = order[start: start + batch_size]
         images = split.images[idx]
         if augment is not None:
-            images = augment_batch(images, augment, gen)
+            images = augment_batch(images, augment, aug_gen)
         if device.type == "cuda":
             images = images.pin_memory().to(device, non_blocking=True)
         yield to_input(images, mean, std, image_size), split.labels[idx].to(device, non_blocking=True)

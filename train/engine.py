@@ -46,6 +46,7 @@ class TrainResult:
     amp: str = "none"
     device: str = "cpu"
     world_size: int = 1
+    model: nn.Module | None = None  # the trained network (this rank's replica under DDP)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -151,8 +152,10 @@ def train(
     rank = int(os.environ.get("RANK", "0"))
     console = console or Console(stderr=True)
     device = resolve_device(cfg.device)
-    if world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if device.type == "cuda" else device
+    if world > 1 or "LOCAL_RANK" in os.environ:
+        if device.type == "cuda":  # each rank owns its GPU before the first collective touches it
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
@@ -161,7 +164,7 @@ def train(
     try:
         return _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world)
     finally:
-        if world > 1 and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -175,9 +178,9 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
     model = build_model(mcfg)
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                 momentum=cfg.momentum, nesterov=True)
-    start_epoch, result = 1, TrainResult(out_dir=out_dir, device=str(device), world_size=world)
-    if resume:
-        start_epoch, result = _restore(out_dir, model, optimizer, cfg, result)
+    result = TrainResult(out_dir=out_dir, device=str(device), world_size=world)
+    resumed = _restore(out_dir, model, optimizer, cfg, result) if resume else None
+    start_epoch = resumed.start_epoch if resumed else 1
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -185,10 +188,13 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
         for k, v in state.items():
             if torch.is_tensor(v):
                 state[k] = v.to(device)
-    amp_dtype = choose_amp(cfg, device, model, cfg.batch_size // world)
+    # A resumed run keeps the precision it started with: `--amp auto` is never re-probed.
+    amp_dtype = resumed.amp_dtype if resumed else choose_amp(cfg, device, model, cfg.batch_size // world)
+    if amp_dtype == torch.float16 and device.type != "cuda":
+        raise InvalidInput("This run trains with fp16 autocast, which needs CUDA; resume it on a CUDA device.")
     result.amp = str(amp_dtype).replace("torch.", "") if amp_dtype else "none"
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
     per_rank = max(1, cfg.batch_size // world)
     steps_per_epoch = (len(train_split) // world) // per_rank
     if steps_per_epoch == 0:
@@ -199,6 +205,10 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
         console.print(f"training ResNet-{cfg.depth} ({cfg.stem} stem, {cfg.image_size}px) on {len(train_split)} "
                       f"images, {device} x{world}, amp={result.amp}, batch {cfg.batch_size}, {cfg.epochs} epochs")
     train_start = time.perf_counter() - result.train_seconds
+    if resumed and resumed.rng_state is not None:
+        torch.set_rng_state(resumed.rng_state)
+    if resumed and resumed.cuda_rng_state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(resumed.cuda_rng_state, device)
     with _progress(console, rank == 0) as bar:
         task = bar.add_task("train", total=total, completed=(start_epoch - 1) * steps_per_epoch,
                             loss=0.0, acc=0.0, ips=0.0)
@@ -206,7 +216,8 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
             bar.update(task, description=f"epoch {epoch}/{cfg.epochs}")
             net.train()
             t0, seen = time.perf_counter(), 0
-            sums = torch.zeros(3, dtype=torch.float64)  # loss*n, correct, n
+            # loss*n, correct, n: kept on the training device, since NCCL all-reduces only device tensors
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
             batches = iterate_batches(train_split, per_rank, mean=mean, std=std, image_size=cfg.image_size,
                                       shuffle=True, seed=cfg.seed * 100_003 + epoch, augment=augment,
                                       device=device, rank=rank, world_size=world, drop_last=True)
@@ -225,15 +236,17 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
                 scaler.update()
                 n = y.shape[0]
                 seen += n * world
-                sums += torch.tensor([loss.item() * n, (logits.argmax(1) == y).sum().item(), n], dtype=torch.float64)
-                bar.update(task, advance=1, loss=sums[0].item() / sums[2].item(), acc=sums[1].item() / sums[2].item(),
-                           ips=seen / (time.perf_counter() - t0))
-            if world > 1:
+                sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
+                                     torch.tensor(float(n), dtype=torch.float64, device=device)])
+                if rank == 0:
+                    avg = (sums[:2] / sums[2]).tolist()
+                    bar.update(task, advance=1, loss=avg[0], acc=avg[1], ips=seen / (time.perf_counter() - t0))
+            if dist.is_initialized():
                 dist.all_reduce(sums)
             epoch_seconds = time.perf_counter() - t0
             ep = _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp_dtype,
                             sums, seen / epoch_seconds, epoch_seconds, result, train_start, rank, out_dir)
-            if world > 1:
+            if dist.is_initialized():
                 dist.barrier()
             if rank == 0:
                 console.print(f"epoch {epoch:>2}/{cfg.epochs}  train loss {ep.train_loss:.4f} acc {ep.train_acc:.2%}  "
@@ -241,6 +254,7 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
                               f"{result.train_seconds:.0f}s")
             if on_epoch_end is not None:
                 on_epoch_end(ep)
+    result.model = model
     return result
 
 
@@ -269,22 +283,43 @@ def _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp
                       scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
                       train_config=cfg.to_dict(),
                       data_sha256=data.sha256,
-                      extra={"history": [e.__dict__ for e in result.history]})
+                      extra={"history": [e.__dict__ for e in result.history],
+                             "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         save_checkpoint(out_dir / "last.pt", **kwargs)
         if improved:
             save_checkpoint(out_dir / "best.pt", **kwargs)
     return ep
 
 
-def _restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result: TrainResult):
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class _Resumed:
+    start_epoch: int
+    amp_dtype: torch.dtype | None
+    rng_state: torch.Tensor | None
+    cuda_rng_state: torch.Tensor | None
+
+
+def _restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result: TrainResult) -> _Resumed:
+    """Continue the saved run exactly: same settings, same schedule, same precision, same RNG state."""
     path = out_dir / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"--resume needs {path}, which does not exist.")
     ckpt = load_checkpoint(path)
     saved = TrainConfig.from_dict(ckpt.get("train_config", {}))
-    if replace(saved, epochs=cfg.epochs) != cfg:
-        raise InvalidInput(f"--resume: {path} was trained with other settings; resume with the same options "
-                           "(only --epochs may change).")
+    if saved.epochs != cfg.epochs:
+        raise InvalidInput(f"--resume: {path} follows a {saved.epochs}-epoch learning-rate schedule; resume with "
+                           f"--epochs {saved.epochs} (another length would jump the learning rate mid-run).")
+    if replace(saved, device=cfg.device, threads=cfg.threads) != cfg:
+        changed = sorted(k for k, v in cfg.to_dict().items() if saved.to_dict().get(k) != v
+                         and k not in ("device", "threads"))
+        raise InvalidInput(f"--resume: {path} was trained with other settings ({', '.join(changed)}); resume with "
+                           "the same options.")
+    if ckpt["epoch"] >= cfg.epochs:
+        raise InvalidInput(f"--resume: {path} already finished epoch {ckpt['epoch']} of {cfg.epochs}, the end of its "
+                           "schedule; start a new run in another --out directory.")
     model.load_state_dict(model_from_checkpoint(ckpt, path).state_dict())
     if ckpt.get("optimizer"):
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -292,7 +327,7 @@ def _restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result: TrainRes
     result.best_acc, result.best_epoch = m.get("best_acc", 0.0), m.get("best_epoch", 0)
     result.train_seconds = m.get("train_seconds", 0.0)
     result.history = [EpochResult(**e) for e in ckpt.get("history", [])]
-    if ckpt["epoch"] >= cfg.epochs:
-        raise InvalidInput(f"--resume: {path} already finished epoch {ckpt['epoch']} of {cfg.epochs}; "
-                           "raise --epochs to train further.")
-    return ckpt["epoch"] + 1, result
+    amp = str(m.get("amp", "none"))
+    if amp not in AMP_DTYPES:
+        raise CheckpointError(f"{path} records an unknown autocast precision '{amp}'.")
+    return _Resumed(ckpt["epoch"] + 1, AMP_DTYPES[amp], ckpt.get("rng_state"), ckpt.get("cuda_rng_state"))

@@ -44,6 +44,25 @@ def test_no_temporary_files_left_behind(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_atomic_writes_honour_the_umask_without_touching_it(tmp_path, monkeypatch):
+    import os
+
+    from train.atomic import atomic_write_text
+
+    previous = os.umask(0o027)
+    try:
+        def no_umask(*_):  # another thread may create files meanwhile: the process-wide umask must stay put
+            raise AssertionError("atomic writes must not change the process umask")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        path = atomic_write_text(tmp_path / "a.json", "{}")
+        assert path.read_text() == "{}" and (path.stat().st_mode & 0o777) == 0o640
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+
+
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_text("hello")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):

@@ -130,6 +130,23 @@ def test_batches_cover_every_sample_once_and_shard_by_rank():
     assert len(shards[0]) + len(shards[1]) == 100
 
 
+def test_each_rank_draws_its_own_augmentation():
+    # Every image is the same left-heavy picture, so a batch shows exactly which images were flipped.
+    img = torch.zeros(28, 28, dtype=torch.uint8)
+    img[:, :5] = 255
+    split = Split(img.expand(256, 28, 28).contiguous(), torch.arange(256))
+    aug = Augment(crop_padding=0, hflip=True)
+
+    def flips(rank):
+        return torch.cat([(x[:, 0, 0, 0] < x[:, 0, 0, -1]) for x, _ in iterate_batches(
+            split, 64, mean=0, std=1, shuffle=True, seed=7, augment=aug, rank=rank, world_size=2)])
+
+    a, b = flips(0), flips(1)
+    assert 0 < a.sum() < len(a) and 0 < b.sum() < len(b)  # both ranks flip about half
+    assert not torch.equal(a, b)  # but not the same half
+    assert torch.equal(a, flips(0))  # and each rank is reproducible
+
+
 def test_same_seed_same_batches_other_seed_other_order():
     split = Split(torch.randint(0, 255, (64, 28, 28), dtype=torch.uint8), torch.arange(64))
     def run(seed):
