@@ -11,15 +11,11 @@ import typer
 from export.onnx import DEFAULT_OPSET
 from export.quantize import CalibMethod
 from export.tensorrt import Profile
-from train.cli_util import cli_errors, make_console
+from train.cli_util import cli_errors, interrupt_on_signal, make_console
 from train.errors import InvalidInput
 
 console = make_console()
 Opt = typer.Option
-
-
-def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C, so staging files are cleaned up
-    raise KeyboardInterrupt
 
 
 @cli_errors
@@ -54,11 +50,12 @@ def export_cmd(
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                        data_dir=data_dir)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {sig: signal.signal(sig, interrupt_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         manifest = run_export(cfg, console)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print(f"[bold green]{len(manifest['artifacts'])} artifacts verified[/]; manifest: {out / 'manifest.json'}")
 
 

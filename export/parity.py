@@ -71,17 +71,25 @@ def ort_logits(path: Path, images: np.ndarray, batch_size: int = 500, threads: i
                            for i in range(0, len(images), batch_size)]).astype(np.float32)
 
 
-def ort_latency_ms(path: Path, batch: np.ndarray, *, repeats: int = 15, threads: int = 0) -> float:
-    """Median wall time of one ONNX Runtime CPU call on ``batch``, after two warm-up calls."""
+def interleaved_latency_ms(paths: list[Path], batch: np.ndarray, *, rounds: int = 7, calls: int = 5,
+                           threads: int = 0) -> list[float]:
+    """Median over rounds of each model's median call time, the models taking turns every round, so
+    that a host drifting by tens of percent over minutes moves every model alike."""
     import time
 
-    sess = ort_session(path, threads)
-    feed = {sess.get_inputs()[0].name: batch}
-    for _ in range(2):
-        sess.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    sessions = [ort_session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: batch} for s in sessions]
+    for sess, feed in zip(sessions, feeds):
+        for _ in range(2):
+            sess.run(None, feed)
+    medians: list[list[float]] = [[] for _ in paths]
+    for r in range(rounds):
+        order = range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))
+        for i in order:
+            times = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                sessions[i].run(None, feeds[i])
+                times.append(time.perf_counter() - t0)
+            medians[i].append(float(np.median(times)))
+    return [float(np.median(m) * 1e3) for m in medians]

@@ -36,6 +36,7 @@ class Int8Options:
     activations: Activations = Activations.S8
     percentile: float = 99.999
     batch_size: int = 100
+    preprocess: bool = True  # ORT's quant_pre_process (shape inference, graph optimisation) first, as documented
 
 
 def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
@@ -83,6 +84,13 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+def calibration_batches(n: int, batch_size: int) -> list[slice]:
+    """Row slices of ``batch_size`` and a short last one (never batches of 1 for an awkward ``n``)."""
+    if n < 1 or batch_size < 1:
+        raise InvalidInput("A calibration set and its batch size must both be at least 1.")
+    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
 def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options = Int8Options()) -> Path:
     """Static QDQ quantization: per-channel symmetric int8 weights; int8 (symmetric) or uint8 activations."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -95,34 +103,50 @@ def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options 
                            f"use at least {MIN_CALIBRATION} (default 1000).")
     proto = onnx.load(str(src))
     meta = _metadata(proto)
-    # ORT's histogram calibrators stack batches, so every batch must have the same size.
-    batch = max(d for d in range(1, options.batch_size + 1) if len(calibration) % d == 0)
     name = proto.graph.input[0].name
+    batches = calibration_batches(len(calibration), options.batch_size)
 
     class Reader(CalibrationDataReader):  # onnxruntime is imported lazily, so the class is made here
+        """Fixed-size batches and a short last one. ORT's histogram calibrators stack what one
+        collect_data call sees, so quantize_static is told (CalibStridedMinMax=1) to collect batch by
+        batch and merge the histograms, which lets the last batch be short."""
+
         def __init__(self) -> None:
-            self._batches = iter([{name: calibration[i:i + batch]} for i in range(0, len(calibration), batch)])
+            self.set_range(0, len(batches))
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._batches = iter(batches[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._batches, None)
+            rows = next(self._batches, None)
+            return None if rows is None else {name: calibration[rows]}
 
     reader = Reader()
     method = {CalibMethod.MINMAX: CalibrationMethod.MinMax, CalibMethod.ENTROPY: CalibrationMethod.Entropy,
               CalibMethod.PERCENTILE: CalibrationMethod.Percentile}[CalibMethod(options.calibration)]
     symmetric = Activations(options.activations) is Activations.S8
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibStridedMinMax": 1}
     if method is CalibrationMethod.Percentile:
         extra["CalibPercentile"] = options.percentile
     with tempfile.TemporaryDirectory(prefix="resnet-edge-q-") as tmp, _quiet_root_logger():
-        tmp_out = Path(tmp) / "q.onnx"
+        tmp_out, model_in = Path(tmp) / "q.onnx", str(src)
         with contextlib.redirect_stdout(io.StringIO()):
+            if options.preprocess:
+                from onnxruntime.quantization.shape_inference import quant_pre_process
+
+                model_in = str(Path(tmp) / "pre.onnx")
+                quant_pre_process(str(src), model_in)
             quantize_static(
-                str(src), str(tmp_out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                model_in, str(tmp_out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
                 calibration_cache_path=None,
             )
         quantized = onnx.load(str(tmp_out))
     meta.update(calibration=f"{CalibMethod(options.calibration).value}:{len(calibration)}",
-                activations=Activations(options.activations).value)
+                activations=Activations(options.activations).value,
+                quant_pre_process=str(options.preprocess).lower())
     return finalize(quantized, meta, out, "int8")

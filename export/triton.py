@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 from train.atomic import atomic_path, atomic_write_text
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+# The folders model_name() makes, for any ResNet, precision and format: other models in a shared
+# repository are never touched.
+OURS = re.compile(r"resnet\d+_(fp32|fp16|bf16|int8)(_[a-z0-9]+)?_(onnx|trt)")
 
 
 def model_name(art: dict[str, Any], base: str) -> str:
@@ -78,4 +82,6 @@ def write_triton_repo(manifest: dict[str, Any], artifacts_dir: Path, repo: Path,
         atomic_write_text(model_dir / "config.pbtxt",
                           config_pbtxt(name, art, manifest, max_batch_size, queue_delay_us))
         written.append(model_dir)
+    for stale in sorted(p for p in repo.iterdir() if p.is_dir() and OURS.fullmatch(p.name) and p not in written):
+        shutil.rmtree(stale)  # a model an earlier export wrote and this one did not
     return written

@@ -14,6 +14,14 @@ from rich.markup import escape
 from train.errors import ToolkitError
 
 err_console = Console(stderr=True)
+_signalled = False  # set once SIGTERM/SIGINT arrived: whatever breaks afterwards is the interruption
+
+
+def interrupt_on_signal(signum: int, frame: Any) -> None:
+    """A signal handler that makes SIGTERM behave like Ctrl-C (finally blocks clean up)."""
+    global _signalled
+    _signalled = True
+    raise KeyboardInterrupt
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -33,7 +41,17 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted; files already written are complete[/]")
-            sys.exit(130)
+            _report_interrupt()
+        except Exception:
+            # An interrupt that lands inside a library (an import, a C extension) can surface as
+            # that library's own error; it is still the interruption, not a bug.
+            if _signalled:
+                _report_interrupt()
+            raise
 
     return wrapper
+
+
+def _report_interrupt() -> None:
+    err_console.print("[yellow]interrupted; files already written are complete[/]")
+    sys.exit(130)

@@ -52,3 +52,27 @@ def test_calibration_set_too_small(export_dir, tmp_path):
     with pytest.raises(InvalidInput, match="calibration set of 10 images is too small"):
         to_int8(src, tmp_path / "q.onnx", np.zeros((10, 1, 28, 28), np.float32))
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_calibration_runs_in_fixed_batches_with_a_short_last_one(export_dir, tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    from export.quantize import Int8Options, calibration_batches
+
+    assert [b.stop - b.start for b in calibration_batches(131, 100)] == [100, 31]
+    seen = []
+    run = ort.InferenceSession.run
+
+    def spy(self, output_names, feed, *args, **kwargs):
+        seen.extend(len(v) for v in feed.values())
+        return run(self, output_names, feed, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", spy)
+    x = np.random.default_rng(0).standard_normal((131, 1, 28, 28)).astype(np.float32)
+    src = export_dir / _art(export_dir, "fp32")["path"]
+    for method in ("percentile", "minmax"):  # histogram and min-max calibrators alike
+        seen.clear()
+        to_int8(src, tmp_path / f"{method}.onnx", x, Int8Options(calibration=method))
+        assert sorted(seen) == [31, 100]  # not 131 calls of batch 1 (131 is prime)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "minmax.onnx")).metadata_props}
+    assert meta["calibration"] == "minmax:131" and meta["quant_pre_process"] == "true"
