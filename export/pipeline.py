@@ -94,6 +94,10 @@ def _validate(cfg: ExportConfig) -> None:
                            f"images for the held-out split; use at most {60_000 - cfg.heldout_size}.")
     if cfg.max_batch_size < 1:
         raise InvalidInput("--max-batch-size must be at least 1.")
+    engines = cfg.trt or (cfg.trt is None and tensorrt.unavailable_reason() is None)
+    if engines and cfg.max_batch_size > cfg.trt_profile.max_batch:
+        raise InvalidInput(f"--max-batch-size {cfg.max_batch_size} exceeds the TensorRT profile's largest batch "
+                           f"{cfg.trt_profile.max_batch}; raise --trt-batch or pass --no-trt.")
     if cfg.trt:
         reason = tensorrt.unavailable_reason()
         if reason:

@@ -98,6 +98,8 @@ def build_engine(
         raise ArtifactMismatch(f"TensorRT could not parse {onnx_path}: {errors}.")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if precision == "fp32":  # TF32 is on by default: an "fp32" engine would round matmul inputs to 10 bits
+        config.clear_flag(trt.BuilderFlag.TF32)
     if major < 11:  # TensorRT 10 is weakly typed by default: precision comes from flags
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
@@ -121,7 +123,7 @@ def build_engine(
     sidecar = {
         "tensorrt_version": str(trt.__version__), **device_identity(), "precision": precision,
         "profile": asdict(profile), "input_name": input_name, "chw": list(chw),
-        "workspace_mb": workspace_mb, "strongly_typed": major >= 11,
+        "workspace_mb": workspace_mb, "strongly_typed": major >= 11, "tf32": precision != "fp32",
         "source_onnx": onnx_path.name, "source_onnx_sha256": sha256_file(onnx_path),
         "build_seconds": round(seconds, 2),
     }
@@ -159,28 +161,60 @@ def load_engine(engine: Path):
     return cuda_engine
 
 
-def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
-    """Run the test set through a fresh engine with the named-tensor API (execute_async_v3)."""
-    import tensorrt as trt
-    import torch
+class EngineRunner:
+    """The one way an engine runs here (export verifies with it, the runtime backend serves with it):
+    named tensors, torch CUDA tensors as buffers, copy-in, execute and copy-out on one stream."""
 
-    cuda_engine = load_engine(engine)
-    context = cuda_engine.create_execution_context()
-    stream = torch.cuda.Stream()
-    outs = []
-    names = [cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)]
-    in_name = next(n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-    out_name = next(n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-    for i in range(0, len(x), max_batch):
-        with torch.cuda.stream(stream):  # copy in, execute and copy out in one stream's order
-            xb = torch.from_numpy(x[i:i + max_batch]).to("cuda", non_blocking=True)
-            context.set_input_shape(in_name, tuple(xb.shape))
-            yb = torch.empty(tuple(context.get_tensor_shape(out_name)), dtype=torch.float32, device="cuda")
-            context.set_tensor_address(in_name, xb.data_ptr())
-            context.set_tensor_address(out_name, yb.data_ptr())
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise ArtifactMismatch(f"TensorRT failed to run {engine}.")
+    def __init__(self, engine: Path) -> None:
+        import tensorrt as trt
+        import torch
+
+        self.path = Path(engine)
+        self.engine = load_engine(self.path)  # checks the sidecar against this TensorRT and GPU first
+        self.meta = json.loads(sidecar_path(self.path).read_text())
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.max_batch = int(self.meta["profile"]["max_batch"])
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            xb = torch.from_numpy(np.ascontiguousarray(x)).pin_memory().to("cuda", non_blocking=True)
+            if not self.context.set_input_shape(self.input_name, tuple(xb.shape)):
+                p = self.meta["profile"]
+                raise InvalidInput(f"Batch {xb.shape[0]} is outside the optimization profile of {self.path.name} "
+                                   f"({p['min_batch']}..{p['max_batch']}); rebuild it with a wider --trt-batch.")
+            yb = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(self.input_name, xb.data_ptr())
+            self.context.set_tensor_address(self.output_name, yb.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise ArtifactMismatch(f"TensorRT failed to run {self.path}.")
             out = yb.to("cpu", non_blocking=True)
-        stream.synchronize()
-        outs.append(out.numpy())
-    return np.concatenate(outs)
+        self.stream.synchronize()
+        return out.numpy()
+
+    def close(self) -> None:
+        del self.context, self.engine
+
+
+def engine_max_batch(engine: Path) -> int:
+    """The largest batch the engine's optimization profile accepts, from its sidecar (no GPU needed)."""
+    side = sidecar_path(Path(engine))
+    try:
+        return int(json.loads(side.read_text())["profile"]["max_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name}; rebuild it with 'resnet-edge export "
+                               "--trt'.") from None
+
+
+def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
+    """Run the test set through a fresh engine, ``max_batch`` rows at a time."""
+    runner = EngineRunner(engine)
+    try:
+        return np.concatenate([runner(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+    finally:
+        runner.close()
