@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION) \
 	  || $(BIN)/pip install -q 'torch>=2.5' --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install -q -e '.[dev,openvino,serve]'
+	$(BIN)/pip install -q -e '.[dev,openvino,nncf,serve]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist; nothing is downloaded at run time.

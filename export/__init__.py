@@ -2,3 +2,5 @@
 
 May import ``train``; never ``runtime``.
 """
+
+DEFAULT_OPSET = 18  # accepted by ONNX Runtime, TensorRT 10/11 and OpenVINO alike

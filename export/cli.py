@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from export.onnx import DEFAULT_OPSET
+from export import DEFAULT_OPSET
 from export.quantize import CalibMethod
 from export.tensorrt import Profile
 from train.cli_util import cli_errors, interrupt_on_signal, make_console

@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from export import DEFAULT_OPSET
 from export.fold import count_modules, fold_batchnorm
 from train import __version__
 from train.atomic import atomic_path, sha256_file
@@ -27,7 +28,6 @@ from train.errors import ArtifactMismatch, InvalidInput
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
-DEFAULT_OPSET = 18  # accepted by ONNX Runtime, TensorRT 10/11 and OpenVINO alike
 SUPPORTED_OPSETS = range(18, 22)
 MAX_BATCH = 4096
 

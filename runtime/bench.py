@@ -22,9 +22,11 @@ from runtime.variants import Variant
 class BenchConfig:
     batches: tuple[int, ...] = (1, 8, 64)
     warmup_s: float = 0.5
-    duration_s: float = 2.0
+    duration_s: float = 2.0  # per variant and batch, split over the rounds
     iterations: int | None = None  # fixed count instead of a duration
     roofline: bool = False
+    rounds: int = 5  # every variant takes a turn each round, so host drift hits all alike
+    accuracy_images: int = 10_000  # test images each variant classifies, for accuracies on the same images
 
 
 @dataclass(frozen=True)
@@ -46,25 +48,30 @@ class LatencyStats:
     p99_ms: float
     max_ms: float
     throughput_ips: float  # images per second, from the mean latency
-    gflops: float | None = None  # achieved model GFLOP/s
-    peak_ratio: float | None = None  # gflops / measured GEMM peak of this precision
+    gflops: float | None = None  # achieved GFLOP/s, nominal FLOPs (every tap, padding included)
+    gflops_real: float | None = None  # achieved GFLOP/s, real FLOPs (taps on zero padding not counted)
+    peak_ratio: float | None = None  # gflops_real / measured GEMM peak of the precision computed in
     compute_p50_ms: float | None = None  # GPU compute only (CUDA events, input already on the device)
     accuracy: float | None = None  # the artifact's measured test accuracy, where known
     effective_precision: str | None = None  # what the library really computes in, where it differs
 
 
-def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flop_per_image: float | None,
-              peak: float | None, image_size: int) -> LatencyStats:
+def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flops: Flops | None,
+              peak: float | None, image_size: int, round_medians_s: list[float] | None = None) -> LatencyStats:
+    """Statistics of pooled call times. With ``round_medians_s`` (interleaved rounds), p50 is the
+    median of the rounds' medians, which a drifting host moves least."""
     ms = np.asarray(times_s) * 1e3
     mean = float(ms.mean())
-    gflops = flop_per_image * batch / (mean / 1e3) / 1e9 if flop_per_image else None
+    p50 = float(np.median(round_medians_s) * 1e3) if round_medians_s else float(np.percentile(ms, 50))
+    gflops = flops.nominal * batch / (mean / 1e3) / 1e9 if flops else None
+    real = flops.real * batch / (mean / 1e3) / 1e9 if flops else None
     return LatencyStats(
         label=v.label, backend=v.backend, artifact=v.source.name, precision=v.precision, batch=batch,
         image_size=image_size, device=device, peer=v.peer,
-        iterations=len(ms), min_ms=float(ms.min()), mean_ms=mean, p50_ms=float(np.percentile(ms, 50)),
+        iterations=len(ms), min_ms=float(ms.min()), mean_ms=mean, p50_ms=p50,
         p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)), p99_ms=float(np.percentile(ms, 99)),
-        max_ms=float(ms.max()), throughput_ips=batch / (mean / 1e3), gflops=gflops,
-        peak_ratio=gflops / peak if gflops and peak else None,
+        max_ms=float(ms.max()), throughput_ips=batch / (mean / 1e3), gflops=gflops, gflops_real=real,
+        peak_ratio=real / peak if real and peak else None,
         accuracy=v.artifact.test_accuracy if v.artifact else None,
     )
 
@@ -85,8 +92,33 @@ def time_calls(fn, *, warmup_s: float, duration_s: float, iterations: int | None
     return np.array(times)
 
 
-def model_flop_per_image(arts: Artifacts) -> float:
-    """Multiply-adds x 2 of one forward pass, counted from the layer shapes (convs and the linear head)."""
+@dataclass(frozen=True)
+class Flops:
+    """FLOPs of one image's forward pass (multiply-adds x 2, convs and the linear head).
+
+    ``nominal`` counts every kernel tap, as FLOP counters do; ``real`` leaves out taps that land on
+    zero padding, which no kernel needs to multiply. They differ where maps are small: at 28 px the
+    last stage runs 3x3 convs on 1x1 maps, where 8 of 9 taps are padding."""
+
+    nominal: float
+    real: float
+
+
+def conv_flops(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+               size_in: tuple[int, int], groups: int = 1) -> Flops:
+    """Nominal and real FLOPs of one Conv2d on one image."""
+    taps, outs = [], []
+    for k, s, p, n in zip(kernel, stride, padding, size_in):
+        out = (n + 2 * p - k) // s + 1
+        outs.append(out)
+        # taps of output position o that fall inside the input: offsets j with 0 <= o*s - p + j < n
+        taps.append(sum(sum(1 for j in range(k) if 0 <= o * s - p + j < n) for o in range(out)))
+    per_tap = 2.0 * (cin // groups) * cout
+    return Flops(per_tap * kernel[0] * kernel[1] * outs[0] * outs[1], per_tap * taps[0] * taps[1])
+
+
+def model_flops(arts: Artifacts) -> Flops:
+    """FLOPs per image, from the layer shapes of the network the manifest describes."""
     import torch
     from torch import nn
 
@@ -95,42 +127,47 @@ def model_flop_per_image(arts: Artifacts) -> float:
     m = arts.manifest["model"]
     model = build_model(ModelConfig(depth=m["depth"], stem=m["stem"], in_channels=arts.spec.channels,
                                     num_classes=arts.spec.num_classes, image_size=arts.spec.image_size)).eval()
-    total = 0.0
+    nominal = real = 0.0
 
     def hook(mod, inp, out):
-        nonlocal total
+        nonlocal nominal, real
         if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            total += 2.0 * k * out.numel()
+            f = conv_flops(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                           tuple(inp[0].shape[-2:]), mod.groups)
+            nominal, real = nominal + f.nominal, real + f.real
         elif isinstance(mod, nn.Linear):
-            total += 2.0 * mod.in_features * mod.out_features
+            nominal += 2.0 * mod.in_features * mod.out_features
+            real += 2.0 * mod.in_features * mod.out_features
 
     handles = [mod.register_forward_hook(hook) for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
     with torch.inference_mode():
         model(torch.zeros(1, *arts.spec.chw))
     for h in handles:
         h.remove()
-    return total
+    return Flops(nominal, real)
 
 
 def gemm_peak_gflops(precision: str, device: str = "cpu", sizes: tuple[int, ...] = (1024, 2048),
-                     seconds: float = 0.5) -> float | None:
-    """Measured (not datasheet) GEMM throughput: the best n x n x n product over sizes and libraries.
-
-    None where the device has no native GEMM for that precision (fp16 on a CPU)."""
+                     seconds: float = 0.5) -> tuple[float, str] | None:
+    """Measured (not datasheet) GEMM throughput: the best n x n x n product over sizes and libraries,
+    and which library reached it. On a CPU the candidates include ONNX Runtime's MLAS and OpenVINO's
+    oneDNN kernels, which dispatch to the widest FMA units present (AVX-512 here); PyTorch's MKL and
+    numpy's OpenBLAS may not. None where the device has no native GEMM for that precision (fp16 on a CPU)."""
     import torch
 
     dev = torch.device(device)
     if precision == "fp16" and dev.type == "cpu":
         return None
-    best = 0.0
+    best, who = 0.0, ""
     for n in sizes:
-        try:
-            for fn in _gemm_candidates(precision, n, dev):
-                best = max(best, 2.0 * n**3 / _best_time(fn, dev, seconds / len(sizes)) / 1e9)
-        except (RuntimeError, NotImplementedError):
-            continue
-    return best or None
+        for name, fn in _gemm_candidates(precision, n, dev):
+            try:
+                rate = 2.0 * n**3 / _best_time(fn, dev, seconds / len(sizes)) / 1e9
+            except (RuntimeError, NotImplementedError, ImportError):
+                continue
+            if rate > best:
+                best, who = rate, name
+    return (best, who) if best else None
 
 
 def _gemm_candidates(precision: str, n: int, dev):
@@ -139,14 +176,62 @@ def _gemm_candidates(precision: str, n: int, dev):
     if precision == "int8":
         a = torch.randint(-128, 127, (n, n), dtype=torch.int8, device=dev)
         b = torch.randint(-128, 127, (n, n), dtype=torch.int8, device=dev)
-        return [lambda: torch._int_mm(a, b)]
+        found = [("torch._int_mm", lambda: torch._int_mm(a, b))]
+        if dev.type == "cpu":
+            found += _ort_gemm(n, "int8") + _openvino_gemm(n, "int8")
+        return found
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
-    fns = [lambda: a @ b]
-    if precision == "fp32" and dev.type == "cpu":  # OpenBLAS through numpy is sometimes the faster GEMM
-        an, bn = a.numpy(), b.numpy()
-        fns.append(lambda: an @ bn)
-    return fns
+    found = [("torch.mm", lambda: a @ b)]
+    if dev.type == "cpu":
+        if precision == "fp32":
+            an, bn = a.numpy(), b.numpy()
+            found += [("numpy", lambda: an @ bn)] + _ort_gemm(n, "fp32")
+        found += _openvino_gemm(n, precision)
+    return found
+
+
+def _ort_gemm(n: int, precision: str):
+    """ONNX Runtime MLAS: MatMul in fp32, MatMulInteger (uint8 x int8, VNNI where present) in int8."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    if precision == "fp32":
+        node, ta, tb = helper.make_node("MatMul", ["A", "B"], ["C"]), TensorProto.FLOAT, TensorProto.FLOAT
+        feeds = {"A": rng.standard_normal((n, n), np.float32), "B": rng.standard_normal((n, n), np.float32)}
+        tc = TensorProto.FLOAT
+    else:
+        node, ta, tb, tc = helper.make_node("MatMulInteger", ["A", "B"], ["C"]), TensorProto.UINT8, TensorProto.INT8, \
+            TensorProto.INT32
+        feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8), "B": rng.integers(-128, 127, (n, n), dtype=np.int8)}
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("A", ta, [n, n]),
+                                              helper.make_tensor_value_info("B", tb, [n, n])],
+                              [helper.make_tensor_value_info("C", tc, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [("onnxruntime MLAS", lambda: sess.run(None, feeds))]
+
+
+def _openvino_gemm(n: int, precision: str):
+    """OpenVINO's CPU plugin (oneDNN JIT kernels) on one MatMul, in the precision asked for."""
+    try:
+        import openvino as ov
+        from openvino import opset13 as ops
+    except ImportError:
+        return []
+    rng = np.random.default_rng(0)
+    a_np, b_np = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    a, b = ops.parameter([n, n], np.float32), ops.parameter([n, n], np.float32)
+    if precision == "int8":  # fake-quantized inputs: the plugin runs an int8 GEMM
+        fq = [ops.fake_quantize(p, -4.0, 4.0, -4.0, 4.0, 256) for p in (a, b)]
+        model, config = ov.Model([ops.matmul(fq[0], fq[1], False, False)], [a, b]), {}
+    else:
+        model = ov.Model([ops.matmul(a, b, False, False)], [a, b])
+        config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
+    request = ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **config}).create_infer_request()
+    return [("openvino oneDNN", lambda: request.infer({0: a_np, 1: b_np}))]
 
 
 def _best_time(fn, dev, seconds: float) -> float:
@@ -192,61 +277,115 @@ class BenchResult:
     machine: dict[str, Any]
     config: BenchConfig
     image_size: int
-    flop_per_image: float
+    flops: Flops
     rows: list[LatencyStats] = field(default_factory=list)
     peaks: dict[str, float | None] = field(default_factory=dict)
+    peak_sources: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def flop_per_image(self) -> float:
+        return self.flops.nominal
 
     def best(self, batch: int, *, peer: bool, precision: str | None = None) -> LatencyStats | None:
         rows = [r for r in self.rows if r.batch == batch and r.peer == peer
-                and (precision is None or r.precision == precision)]
-        return max(rows, key=lambda r: r.throughput_ips) if rows else None
+                and (precision is None or precision_class(r) == precision)]
+        return min(rows, key=lambda r: r.p50_ms) if rows else None
 
     def speedups(self) -> list[dict[str, Any]]:
-        """Per batch: our best path (any precision, and FP32 only) against each peer default."""
+        """Per batch and peer: our fastest variant of the same precision class (the precision the peer
+        really computes in) against it, as a ratio of p50 latencies, with both accuracies."""
         out = []
         for b in self.config.batches:
-            ours, ours32 = self.best(b, peer=False), self.best(b, peer=False, precision="fp32")
             for peer in (r for r in self.rows if r.batch == b and r.peer):
-                out.append({"batch": b, "peer": peer.label, "peer_ms": peer.mean_ms,
-                            "best": ours.label if ours else None,
-                            "speedup": peer.mean_ms / ours.mean_ms if ours else None,
-                            "best_fp32": ours32.label if ours32 else None,
-                            "speedup_fp32": peer.mean_ms / ours32.mean_ms if ours32 else None})
+                cls = precision_class(peer)
+                ours = self.best(b, peer=False, precision=cls)
+                out.append({"batch": b, "class": cls, "peer": peer.label, "peer_p50_ms": peer.p50_ms,
+                            "peer_accuracy": peer.accuracy, "ours": ours.label if ours else None,
+                            "ours_p50_ms": ours.p50_ms if ours else None, "ours_accuracy": ours.accuracy if ours else None,
+                            "speedup": peer.p50_ms / ours.p50_ms if ours else None})
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine, "config": asdict(self.config), "image_size": self.image_size,
-                "gflop_per_image": self.flop_per_image / 1e9, "peaks_gflops": self.peaks,
+                "gflop_per_image": self.flops.nominal / 1e9, "gflop_per_image_real": self.flops.real / 1e9,
+                "peaks_gflops": self.peaks, "peak_sources": self.peak_sources,
                 "results": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped}
 
 
+def precision_class(row: LatencyStats) -> str:
+    """The precision a row really computes in: a library that silently picks bf16 competes in bf16."""
+    return row.effective_precision or row.precision
+
+
+def _measure_peak(result: BenchResult, precision: str) -> None:
+    if precision not in result.peaks:
+        found = gemm_peak_gflops(precision)
+        result.peaks[precision] = found[0] if found else None
+        if found:
+            result.peak_sources[precision] = found[1]
+
+
 def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images: np.ndarray,
-              progress=None) -> BenchResult:
-    flop = model_flop_per_image(arts)
-    result = BenchResult(machine_info(), cfg, arts.spec.image_size, flop)
-    if cfg.roofline:
-        for p in sorted({v.precision for v in variants}):
-            result.peaks[p] = gemm_peak_gflops(p)
+              labelled: tuple[np.ndarray, np.ndarray] | None = None, progress=None) -> BenchResult:
+    """Time every variant at every batch size in interleaved rounds, and classify ``labelled`` images
+    with each, so that ours and the peers are measured under the same host conditions."""
+    import contextlib
+
+    flops = model_flops(arts)
+    result = BenchResult(machine_info(), cfg, arts.spec.image_size, flops)
     max_batch = max(cfg.batches)
     if len(images) < max_batch:
         images = np.resize(images, (max_batch, *images.shape[1:])).astype(np.float32)
-    for v in variants:
-        with v.create(arts, max_batch=max_batch) as backend:
-            for b in cfg.batches:
+    with contextlib.ExitStack() as stack:
+        loaded = []
+        for v in variants:
+            if progress:
+                progress(f"loading {v.label}")
+            loaded.append((v, stack.enter_context(v.create(arts, max_batch=max_batch, buckets=cfg.batches))))
+        accuracy = {}
+        if labelled is not None and cfg.accuracy_images:
+            x, y = labelled[0][: cfg.accuracy_images], labelled[1][: cfg.accuracy_images]
+            for v, backend in loaded:
                 if progress:
-                    progress(f"{v.label}, batch {b}")
-                x = np.ascontiguousarray(images[:b])
-                times = time_calls(lambda: backend.infer(x), warmup_s=cfg.warmup_s,  # noqa: B023
-                                   duration_s=cfg.duration_s, iterations=cfg.iterations)
-                effective = backend.effective_precision
-                if cfg.roofline and effective not in result.peaks:
-                    result.peaks[effective] = gemm_peak_gflops(effective)
-                stats = summarize(times, v, b, backend.device, flop, result.peaks.get(effective), arts.spec.image_size)
-                if effective != v.precision:
-                    stats = LatencyStats(**{**asdict(stats), "effective_precision": effective})
+                    progress(f"accuracy of {v.label} on {len(x)} test images")
+                logits = np.concatenate([backend.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+                accuracy[v.label] = float((logits.argmax(1) == y).mean())
+        effective = {v.label: backend.effective_precision for v, backend in loaded}
+        if cfg.roofline:
+            for p in sorted(set(effective.values())):
+                if progress:
+                    progress(f"measuring the {p} GEMM peak")
+                _measure_peak(result, p)
+        per_round = cfg.duration_s / cfg.rounds
+        iterations = -(-cfg.iterations // cfg.rounds) if cfg.iterations else None
+        for b in cfg.batches:
+            x = np.ascontiguousarray(images[:b])
+            pooled: list[list[float]] = [[] for _ in loaded]
+            medians: list[list[float]] = [[] for _ in loaded]
+            for r in range(cfg.rounds):
+                order = list(range(len(loaded)))
+                if r % 2:
+                    order.reverse()  # no variant always runs right after the same neighbour
+                for i in order:
+                    v, backend = loaded[i]
+                    if progress:
+                        progress(f"batch {b}, round {r + 1}/{cfg.rounds}: {v.label}")
+                    times = time_calls(lambda: backend.infer(x), warmup_s=cfg.warmup_s if r == 0 else 0.0,  # noqa: B023
+                                       duration_s=per_round, iterations=iterations)
+                    pooled[i] += times.tolist()
+                    medians[i].append(float(np.median(times)))
+            for i, (v, backend) in enumerate(loaded):
+                eff = effective[v.label]
+                stats = summarize(np.array(pooled[i]), v, b, backend.device, flops, result.peaks.get(eff),
+                                  arts.spec.image_size, medians[i])
+                extra: dict[str, Any] = {}
+                if eff != v.precision:
+                    extra["effective_precision"] = eff
+                if v.label in accuracy:
+                    extra["accuracy"] = accuracy[v.label]
                 compute = getattr(backend, "compute_only_ms", None)
                 if compute is not None and backend.device.startswith("cuda"):
-                    stats = LatencyStats(**{**asdict(stats), "compute_p50_ms": compute(x)})
-                result.rows.append(stats)
+                    extra["compute_p50_ms"] = compute(x)
+                result.rows.append(LatencyStats(**{**asdict(stats), **extra}) if extra else stats)
     return result

@@ -90,9 +90,13 @@ def bench_cmd(
     warmup: Annotated[str, Opt(help="Warm-up time per point.")] = "0.5s",
     duration: Annotated[str, Opt(help="Measurement time per point.")] = "2s",
     iterations: Annotated[Optional[int], Opt(help="Measure this many calls instead of a duration.")] = None,
-    peers: Annotated[bool, Opt("--peers", help="Add PyTorch eager, default ONNX Runtime and default OpenVINO.")] = False,
+    peers: Annotated[bool, Opt("--peers", help="Add what users would run instead, per precision class: PyTorch eager, "
+                                                "default ONNX Runtime and OpenVINO (FP32); ONNX Runtime quantize_static "
+                                                "defaults and OpenVINO + NNCF (INT8).")] = False,
     roofline: Annotated[bool, Opt("--roofline", help="Measure GEMM peaks and report achieved GFLOP/s against them.")] = False,
-    threads: Annotated[int, Opt(help="Threads per backend (0: the library's default).")] = 0,
+    threads: Annotated[int, Opt(help="Threads per backend, peers included (0: each library's default).")] = 0,
+    rounds: Annotated[int, Opt(help="Interleaved rounds: every variant takes a turn in each.")] = 5,
+    accuracy_images: Annotated[int, Opt(help="Test images each variant classifies for its accuracy (0: skip).")] = 10_000,
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
     checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint for the torch backend.")] = None,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
@@ -102,22 +106,28 @@ def bench_cmd(
 ) -> None:
     """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
     from runtime.bench import BenchConfig, run_bench
-    from runtime.preprocess import load_test_inputs
+    from runtime.preprocess import load_calibration_inputs, load_test_inputs
     from runtime.report import bench_table, speedup_table, write_bench_csv, write_bench_json, write_bench_plot
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan
 
+    if rounds < 1 or accuracy_images < 0 or threads < 0:
+        raise InvalidInput("--rounds must be at least 1; --accuracy-images and --threads must not be negative.")
     cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
-                      iterations=iterations, roofline=roofline)
+                      iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
     arts = load_artifacts(artifacts_dir)
     ckpt = checkpoint or arts.checkpoint
     wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
-    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
-                             precisions=wanted, threads=threads)
-    images, _ = load_test_inputs(arts.spec, max(cfg.batches), data_dir)
     with _progress() as bar:
-        task = bar.add_task("bench")
-        result = run_bench(arts, variants, cfg, images, progress=lambda d: bar.update(task, description=f"bench: {d}"))
+        task = bar.add_task("preparing")
+        calib = load_calibration_inputs(arts.spec, data_dir=data_dir) if peers else None
+        if peers:
+            bar.update(task, description="quantizing the INT8 peers")
+        variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
+                                 precisions=wanted, threads=threads, peer_calibration=calib)
+        x, labels = load_test_inputs(arts.spec, max(accuracy_images, max(cfg.batches)), data_dir)
+        result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
+                           progress=lambda d: bar.update(task, description=f"bench: {d}"))
     result.skipped = skipped
     console.print(bench_table(result))
     sp = speedup_table(result)

@@ -78,3 +78,11 @@ def load_test_inputs(spec: ModelSpec, limit: int | None = None, data_dir: Path |
     """The real test set as model inputs and labels (first ``limit`` images)."""
     test = load_fashion_mnist(data_dir).test.subset(limit)
     return to_input(test.images, spec.mean[0], spec.std[0], spec.image_size).numpy(), test.labels.numpy()
+
+
+def load_calibration_inputs(spec: ModelSpec, n: int = 300, data_dir: Path | None = None, seed: int = 0) -> np.ndarray:
+    """``n`` training images as model inputs: the first of the seeded permutation the export's INT8
+    calibration draws from, so that peers calibrate on images our export calibrated on too."""
+    train_split = load_fashion_mnist(data_dir).train
+    idx = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n]
+    return to_input(train_split.images[idx], spec.mean[0], spec.std[0], spec.image_size).numpy()

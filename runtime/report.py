@@ -41,29 +41,35 @@ def header(result: BenchResult) -> str:
     m = result.machine
     libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "onnxruntime", "openvino") if m.get(k))
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    peaks = ", ".join(f"{p} {g:.0f}" for p, g in result.peaks.items() if g)
+    peaks = ", ".join(f"{p} {g:.0f} ({result.peak_sources.get(p, '?')})" for p, g in result.peaks.items() if g)
     return (f"{m['cpu']} ({m['cores']} cores){gpu}; {libs}; {result.image_size}px input, "
-            f"{result.flop_per_image / 1e9:.3f} GFLOP/image" + (f"; measured GEMM peak GFLOP/s: {peaks}" if peaks else ""))
+            f"{result.flops.nominal / 1e9:.3f} GFLOP/image nominal, {result.flops.real / 1e9:.3f} real "
+            f"(taps on zero padding left out); {result.config.rounds} interleaved rounds, p50 = median of round medians"
+            + (f"; measured GEMM peak GFLOP/s: {peaks}" if peaks else ""))
 
 
 def bench_table(result: BenchResult) -> Table:
     t = Table(title=header(result), title_justify="left")
     cols = ["variant", "batch", "p50 ms", "p90 ms", "p99 ms", "min ms", "max ms", "img/s"]
+    if any(r.accuracy is not None for r in result.rows):
+        cols += ["test acc"]
     if any(r.gflops for r in result.rows):
-        cols += ["GFLOP/s"]
+        cols += ["GFLOP/s nominal", "GFLOP/s real"]
     if result.peaks:
-        cols += ["% peak"]
+        cols += ["% peak (real)"]
     if any(r.compute_p50_ms for r in result.rows):
         cols += ["compute p50 ms"]
     for c in cols:
         t.add_column(c, justify="left" if c == "variant" else "right")
-    for r in sorted(result.rows, key=lambda r: (r.batch, -r.throughput_ips)):
+    for r in sorted(result.rows, key=lambda r: (r.batch, r.p50_ms)):
         label = r.label + (f" [computes {r.effective_precision}]" if r.effective_precision else "")
         cells = [("[dim]" + escape(label) + "[/]") if r.peer else escape(label), str(r.batch), f"{r.p50_ms:.3f}",
                  f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", f"{r.min_ms:.3f}", f"{r.max_ms:.3f}", f"{r.throughput_ips:,.0f}"]
-        if "GFLOP/s" in cols:
-            cells.append(f"{r.gflops:.1f}" if r.gflops else "")
-        if "% peak" in cols:
+        if "test acc" in cols:
+            cells.append(f"{r.accuracy:.2%}" if r.accuracy is not None else "")
+        if "GFLOP/s nominal" in cols:
+            cells += [f"{r.gflops:.1f}" if r.gflops else "", f"{r.gflops_real:.1f}" if r.gflops_real else ""]
+        if "% peak (real)" in cols:
             cells.append(f"{r.peak_ratio:.0%}" if r.peak_ratio else "")
         if "compute p50 ms" in cols:
             cells.append(f"{r.compute_p50_ms:.3f}" if r.compute_p50_ms else "")
@@ -75,12 +81,19 @@ def speedup_table(result: BenchResult) -> Table | None:
     rows = result.speedups()
     if not rows:
         return None
-    t = Table(title="our best path vs each peer's defaults (mean latency ratio)", title_justify="left")
-    for c in ("batch", "peer", "peer ms", "our best (any precision)", "speed-up", "our best FP32", "speed-up FP32"):
-        t.add_column(c, justify="right" if "speed" in c or c in ("batch", "peer ms") else "left")
+    t = Table(title="our fastest variant of each peer's precision class vs that peer (p50 latency ratio)",
+              title_justify="left")
+    for c in ("batch", "class", "peer", "peer p50 ms", "peer acc", "ours", "ours p50 ms", "ours acc", "speed-up"):
+        t.add_column(c, justify="left" if c in ("class", "peer", "ours") else "right")
+
+    def acc(a):
+        return f"{a:.2%}" if a is not None else ""
+
     for s in rows:
-        t.add_row(str(s["batch"]), s["peer"], f"{s['peer_ms']:.3f}", s["best"] or "", f"{s['speedup']:.2f}x",
-                  s["best_fp32"] or "", f"{s['speedup_fp32']:.2f}x" if s["speedup_fp32"] else "")
+        t.add_row(str(s["batch"]), s["class"], s["peer"], f"{s['peer_p50_ms']:.3f}", acc(s["peer_accuracy"]),
+                  s["ours"] or "(none of ours in this class)",
+                  f"{s['ours_p50_ms']:.3f}" if s["ours_p50_ms"] else "", acc(s["ours_accuracy"]),
+                  f"{s['speedup']:.2f}x" if s["speedup"] else "")
     return t
 
 

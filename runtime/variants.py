@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from runtime import backends
 from runtime.backends.base import Backend
 from runtime.spec import Artifact, Artifacts
@@ -21,10 +23,16 @@ class Variant:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     artifact: Artifact | None = None
     peer: bool = False  # a default-settings baseline of what users would otherwise run
+    target: str = "any"  # any | cpu: the artifact variant made for one kind of device
 
-    def create(self, arts: Artifacts, max_batch: int = 64) -> Backend:
+    @property
+    def tag(self) -> str:
+        """The precision as users name it: fp32, fp16, bf16, int8, or int8-cpu for a CPU-only variant."""
+        return self.precision + (f"-{self.target}" if self.target != "any" else "")
+
+    def create(self, arts: Artifacts, max_batch: int = 64, buckets: tuple[int, ...] | None = None) -> Backend:
         return backends.create(self.backend, arts.spec, self.source, precision=self.precision,
-                               max_batch=max_batch, **self.options)
+                               max_batch=max_batch, buckets=buckets, **self.options)
 
 
 def _cpu_has_bf16() -> bool:
@@ -47,8 +55,11 @@ def parse_backends(text: str) -> list[str]:
 
 
 def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, device: str = "cpu",
-         peers: bool = False, precisions: set[str] | None = None, threads: int = 0) -> tuple[list[Variant], list[str]]:
-    """Variants to run, and one line for each backend that cannot run here."""
+         peers: bool = False, precisions: set[str] | None = None, threads: int = 0,
+         peer_calibration: np.ndarray | None = None) -> tuple[list[Variant], list[str]]:
+    """Variants to run, and one line for each backend that cannot run here. With ``peers``, what users
+    would run instead, per precision class, with the same thread count (INT8 peers need
+    ``peer_calibration``: training images)."""
     ckpt = checkpoint or arts.checkpoint
     variants: list[Variant] = []
     skipped = []
@@ -73,36 +84,55 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
             if name == "onnxruntime" and art.format == "onnx":
                 providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
                 variants.append(Variant("onnxruntime", art.path, art.precision, f"onnxruntime {tag}",
-                                        {"providers": providers, "threads": threads}, art))
+                                        {"providers": providers, "threads": threads}, art, target=art.target))
             elif name == "openvino" and art.format == "onnx":
                 variants.append(Variant("openvino", art.path, art.precision, f"openvino {tag}",
-                                        {"hint": "LATENCY", "threads": threads}, art))
+                                        {"threads": threads}, art, target=art.target))
                 if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
                     variants.append(Variant("openvino", art.path, "bf16", "openvino bf16",
-                                            {"hint": "LATENCY", "threads": threads, "inference_precision": "bf16"},
-                                            art))
+                                            {"threads": threads, "inference_precision": "bf16"}, art))
             elif name == "tensorrt" and art.format == "tensorrt":
-                variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art))
+                variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art,
+                                        target=art.target))
     if precisions:
         variants = [v for v in variants if v.precision in precisions]
     if peers:
-        variants += peer_variants(arts, ckpt)
+        peer_list, peer_skipped = peer_variants(arts, ckpt, threads=threads, calibration=peer_calibration)
+        variants += [p for p in peer_list if not precisions or p.precision in precisions]
+        skipped += peer_skipped
     if not variants:
         raise InvalidInput("No backend can run here: " + " ".join(skipped))
     return variants, skipped
 
 
-def peer_variants(arts: Artifacts, ckpt: Path) -> list[Variant]:
-    """Default settings of what users would otherwise run, on the FP32 model."""
+def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0,
+                  calibration: np.ndarray | None = None) -> tuple[list[Variant], list[str]]:
+    """Default settings of what users would otherwise run: FP32 peers on the FP32 model, and, given
+    calibration images, INT8 peers quantized from the same FP32 ONNX by their own tools."""
+    from runtime import peers as build
+
     fp32 = arts.find("onnx", "fp32")
-    peers = []
+    found, skipped = [], []
+    common = {"defaults": True, "threads": threads}
     if ckpt.is_file():
-        peers.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
-                             {"folded": False, "channels_last": False}, peer=True))
-    if fp32 is not None:
-        peers.append(Variant("onnxruntime", fp32.path, "fp32", "peer: ONNX Runtime defaults", {"defaults": True},
-                             fp32, peer=True))
-        if backends.unavailable_reason("openvino") is None:
-            peers.append(Variant("openvino", fp32.path, "fp32", "peer: OpenVINO defaults", {"defaults": True},
-                                 fp32, peer=True))
-    return peers
+        found.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
+                             {"folded": False, "channels_last": False, "threads": threads}, peer=True))
+    if fp32 is None:
+        return found, skipped
+    found.append(Variant("onnxruntime", fp32.path, "fp32", "peer: ONNX Runtime defaults", common, fp32, peer=True))
+    have_openvino = backends.unavailable_reason("openvino") is None
+    if have_openvino:
+        found.append(Variant("openvino", fp32.path, "fp32", "peer: OpenVINO defaults", common, fp32, peer=True))
+    if calibration is None:
+        return found, skipped
+    work = build.workdir()
+    ort_q = build.ort_default_int8(fp32.path, calibration, work / "ort_default_int8.onnx")
+    found.append(Variant("onnxruntime", ort_q, "int8", "peer: ONNX Runtime quantize_static defaults", common,
+                         peer=True))
+    reason = build.nncf_unavailable()
+    if reason:
+        skipped.append(reason)
+    else:
+        ov_q = build.nncf_int8(fp32.path, calibration, work / "nncf_int8.xml")
+        found.append(Variant("openvino", ov_q, "int8", "peer: OpenVINO + NNCF INT8", common, peer=True))
+    return found, skipped

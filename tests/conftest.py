@@ -43,16 +43,18 @@ def fmnist_dir(fmnist: FashionMNIST) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_ckpt(fmnist, tmp_path_factory) -> Path:
-    """A briefly trained real checkpoint (about 15 s on 2 cores, ~85% accurate): the export tests' input."""
+    """The product's own model: the quick preset (4 epochs on all 60k images, ~91% accurate, about
+    3 minutes on 2 cores), in fp32 so that the run is deterministic. The export, runtime and serving
+    tests share it. A shorter run would be faster, but its INT8 variants miss the product's INT8
+    parity bound (top-1 agreement >= 99%: 98.3% after 1 epoch on 16k images), and the tests hold
+    every variant to the product's own tolerance table."""
     from dataclasses import replace
 
     from train.config import PRESETS
     from train.engine import train
 
     out = tmp_path_factory.mktemp("ckpt")
-    cfg = replace(PRESETS["quick"], epochs=1, batch_size=256, lr=0.2, limit_train=16384, amp="none",
-                  channels_last=False, crop_padding=0, label_smoothing=0.0)
-    train(cfg, out, data=fmnist)
+    train(replace(PRESETS["quick"], amp="none"), out, data=fmnist)
     return out / "best.pt"
 
 

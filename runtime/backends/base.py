@@ -2,6 +2,11 @@
 
 The base class validates every input once (shape, dtype, batch limit, finite values);
 each backend implements only ``_load``, ``_infer`` and optionally ``_close``.
+
+A backend that runs fixed shapes (OpenVINO's static compiles, CUDA graphs) sets ``static_shapes``:
+it prepares one shape per batch *bucket* at load, and ``infer`` pads each batch with zero rows to
+the next bucket and returns only the caller's rows, as TensorRT profiles and Triton's
+``preferred_batch_size`` do. A bounded set of shapes means bounded memory, whatever sizes arrive.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from runtime.spec import ModelSpec
-from train.errors import InvalidInput, ToolkitError
+from train.errors import ArtifactMismatch, InvalidInput, ToolkitError
 
 
 class Backend(ABC):
     name: ClassVar[str]
 
+    static_shapes: bool = False
+
     def __init__(self, spec: ModelSpec, source: Path, *, precision: str = "fp32", max_batch: int = 64,
-                 **options: Any) -> None:
+                 buckets: tuple[int, ...] | None = None, **options: Any) -> None:
         self.spec, self.source, self.precision, self.max_batch = spec, Path(source), precision, max_batch
+        self.buckets = bucket_sizes(max_batch, buckets)
         self.options = options
         self.loaded = False
 
@@ -30,7 +38,14 @@ class Backend(ABC):
         if not self.loaded:
             if not self.source.exists():
                 raise InvalidInput(f"{self.name}: model file {self.source} does not exist.")
-            self._load()
+            try:
+                self._load()
+            except ToolkitError:
+                raise
+            except Exception as exc:  # a library's own error on a bad file: one sentence, not its traceback
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")
+                raise ArtifactMismatch(f"The {self.name} backend could not load {self.source.name}: "
+                                       f"{first[:300]}.") from None
             self.loaded = True
         return self
 
@@ -39,7 +54,15 @@ class Backend(ABC):
         if not self.loaded:
             raise ToolkitError(f"{self.name}: call load() (or use 'with') before infer().")
         self.validate(batch)
-        return self._infer(batch)
+        if not self.static_shapes:
+            return self._infer(batch)
+        n = batch.shape[0]
+        bucket = next(b for b in self.buckets if b >= n)
+        if bucket == n:
+            return self._infer(batch)
+        padded = np.zeros((bucket, *batch.shape[1:]), np.float32)
+        padded[:n] = batch
+        return self._infer(padded)[:n]
 
     def close(self) -> None:
         if self.loaded:
@@ -86,3 +109,17 @@ class Backend(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def bucket_sizes(max_batch: int, buckets: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The batch sizes a static-shape backend prepares: the given ones, or powers of two, always
+    ending at ``max_batch`` so that every batch up to it has a bucket."""
+    if max_batch < 1:
+        raise InvalidInput(f"The batch limit must be at least 1, not {max_batch}.")
+    if buckets is None:
+        sizes = {1 << i for i in range(max_batch.bit_length()) if 1 << i < max_batch}
+    else:
+        if any(not isinstance(b, int) or b < 1 for b in buckets):
+            raise InvalidInput(f"Batch buckets must be positive integers, not {list(buckets)}.")
+        sizes = {b for b in buckets if b < max_batch}
+    return tuple(sorted(sizes | {max_batch}))

@@ -1,5 +1,5 @@
-"""ONNX Runtime: explicit provider order (TensorRT EP, CUDA EP, CPU EP), threads, graph optimisation,
-and IO binding on CUDA."""
+"""ONNX Runtime: explicit provider order (TensorRT EP, CUDA EP, CPU EP), threads, full graph
+optimisation, and IO binding on CUDA."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from runtime.backends.base import Backend
 from train.errors import InvalidInput
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-             "all": "ORT_ENABLE_ALL"}
 
 
 class OnnxRuntimeBackend(Backend):
-    """Options: ``providers`` (tuple, in priority order), ``threads`` (0 = ORT's choice),
-    ``graph_opt`` (disable|basic|extended|all), ``defaults`` (a plain InferenceSession: the peer baseline)."""
+    """Options: ``providers`` (tuple, in priority order), ``threads`` (0 = ORT's choice), ``defaults``
+    (a plain InferenceSession, given only the thread count: the peer baseline)."""
 
     name = "onnxruntime"
 
@@ -30,18 +28,15 @@ class OnnxRuntimeBackend(Backend):
             raise InvalidInput(f"ONNX Runtime {ort.__version__} here lacks {', '.join(missing)} "
                                f"(it has {', '.join(available)}); pip install 'resnet-edge[gpu]' for CUDA.")
         providers = [p for p in wanted if p in available]
+        opts = ort.SessionOptions()
+        if self.options.get("threads"):
+            opts.intra_op_num_threads = int(self.options["threads"])
         if self.options.get("defaults"):
-            self.session = ort.InferenceSession(str(self.source), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.source), opts, providers=["CPUExecutionProvider"])
         else:
-            opts = ort.SessionOptions()
-            level = self.options.get("graph_opt", "all")
-            if level not in GRAPH_OPT:
-                raise InvalidInput(f"graph_opt must be one of {', '.join(GRAPH_OPT)}, not '{level}'.")
-            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT[level])
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             opts.log_severity_level = 3
-            if self.options.get("threads"):
-                opts.intra_op_num_threads = int(self.options["threads"])
             opts.inter_op_num_threads = 1
             self.session = ort.InferenceSession(str(self.source), opts, providers=providers)
         self.providers = self.session.get_providers()

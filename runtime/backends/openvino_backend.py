@@ -9,10 +9,10 @@ from train.errors import InvalidInput
 
 
 class OpenVinoBackend(Backend):
-    """``source`` is an ONNX file. Options: ``hint`` (LATENCY|THROUGHPUT), ``threads``,
-    ``inference_precision`` (f32 by default; bf16 where the CPU has it), ``static_shapes`` (default True:
-    one compiled model per batch size, which OpenVINO runs faster than a dynamic one), and
-    ``defaults`` (compile with no configuration at all: the peer baseline)."""
+    """``source`` is an ONNX file. Options: ``threads``, ``inference_precision`` (f32 by default; bf16
+    where the CPU has it), and ``defaults`` (one dynamic-shape compile with no configuration at all:
+    the peer baseline). Otherwise the LATENCY hint and one static-shape compile per batch bucket, all
+    made at load: OpenVINO runs a static shape faster than a dynamic one."""
 
     name = "openvino"
 
@@ -20,23 +20,19 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         self.core = ov.Core()
-        self.static = bool(self.options.get("static_shapes", True)) and not self.options.get("defaults")
+        self.static_shapes = not self.options.get("defaults")
         if self.options.get("defaults"):
             self.config: dict[str, str] = {}
-        else:
-            hint = self.options.get("hint", "LATENCY").upper()
-            if hint not in ("LATENCY", "THROUGHPUT"):
-                raise InvalidInput(f"OpenVINO hint must be LATENCY or THROUGHPUT, not '{hint}'.")
-            precision = self.options.get("inference_precision", "f32")
-            if precision not in ("f32", "bf16"):
-                raise InvalidInput(f"OpenVINO inference_precision must be f32 or bf16, not '{precision}'.")
-            # Explicit, because on CPUs with native bf16 the plugin silently picks bf16 for FP32 models.
-            self.config = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
-            if self.options.get("threads"):
-                self.config["INFERENCE_NUM_THREADS"] = str(self.options["threads"])
-        self.requests: dict[int, object] = {}
-        if not self.static:
-            self.requests[0] = self._compile(None)
+            self.requests: dict[int, object] = {0: self._compile(None)}
+            return
+        precision = self.options.get("inference_precision", "f32")
+        if precision not in ("f32", "bf16"):
+            raise InvalidInput(f"OpenVINO inference_precision must be f32 or bf16, not '{precision}'.")
+        # Explicit, because on CPUs with native bf16 the plugin silently picks bf16 for FP32 models.
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if self.options.get("threads"):
+            self.config["INFERENCE_NUM_THREADS"] = str(self.options["threads"])
+        self.requests = {b: self._compile(b) for b in self.buckets}
 
     def _compile(self, batch: int | None):
         model = self.core.read_model(str(self.source))
@@ -45,15 +41,12 @@ class OpenVinoBackend(Backend):
         return self.core.compile_model(model, "CPU", self.config).create_infer_request()
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        key = batch.shape[0] if self.static else 0
-        if key not in self.requests:
-            self.requests[key] = self._compile(key)
-        request = self.requests[key]
+        request = self.requests[batch.shape[0] if self.static_shapes else 0]
         request.infer({0: batch}, share_inputs=True, share_outputs=True)
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def describe(self) -> str:
-        mode = "defaults" if self.options.get("defaults") else self.options.get("hint", "LATENCY").lower()
+        mode = "defaults" if self.options.get("defaults") else "latency"
         if not self.options.get("defaults") and self.options.get("inference_precision", "f32") != "f32":
             mode += ", " + self.options["inference_precision"]
         return f"openvino {self.precision} (CPU, {mode})"
@@ -61,10 +54,8 @@ class OpenVinoBackend(Backend):
     @property
     def effective_precision(self) -> str:
         """OpenVINO's CPU plugin computes FP32 models in bf16 by default where the CPU has it."""
-        if self.precision != "fp32":
+        if self.precision != "fp32" or not getattr(self, "requests", None):
             return self.precision
-        if not self.requests:
-            self.infer(np.zeros((1, *self.spec.chw), np.float32))
         compiled = next(iter(self.requests.values())).get_compiled_model()
         hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()  # e.g. "<Type: 'bfloat16'>"
         if "bfloat16" in hint or "bf16" in hint:

@@ -1,7 +1,10 @@
 """PyTorch: the original or BN-folded checkpoint, on CPU or CUDA, in fp32, fp16 or bf16, with
-channels_last, optional CUDA graphs (static shapes, one graph per batch size) and optional torch.compile."""
+channels_last and optional CUDA graphs (one per batch bucket, all captured at load)."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -13,7 +16,8 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 class TorchBackend(Backend):
     """``source`` is a checkpoint. Options: ``device`` (cpu|cuda), ``folded`` (default True),
-    ``channels_last`` (default True), ``cuda_graphs``, ``compile``, ``threads``."""
+    ``channels_last`` (default True), ``cuda_graphs``, ``threads`` (CPU threads for this backend's
+    calls only: torch's thread count is process-wide, so it is set around each call and restored)."""
 
     name = "torch"
 
@@ -30,18 +34,38 @@ class TorchBackend(Backend):
             raise InvalidInput("The torch backend was asked for CUDA, but PyTorch sees no CUDA GPU here.")
         if self.precision == "fp16" and self._device.type == "cpu":
             raise InvalidInput("torch fp16 inference needs CUDA; use fp32 or bf16 on CPU.")
-        if self.options.get("threads"):
-            torch.set_num_threads(int(self.options["threads"]))
+        self._threads = int(self.options.get("threads") or 0)
         model = load_model(self.source)
         if self.options.get("folded", True):
             model = fold_batchnorm(model)
         self._dtype = getattr(torch, DTYPES[self.precision])
         self._format = torch.channels_last if self.options.get("channels_last", True) else torch.contiguous_format
-        model = model.to(self._device, self._dtype).to(memory_format=self._format).eval()
-        if self.options.get("compile"):
-            model = torch.compile(model, dynamic=False)
-        self.model = model
+        self.model = model.to(self._device, self._dtype).to(memory_format=self._format).eval()
         self._graphs: dict[int, tuple] = {}
+        self.static_shapes = bool(self.options.get("cuda_graphs")) and self._device.type == "cuda"
+        if self.static_shapes:
+            self._capture_all()
+
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        """Inference mode, this backend's CPU threads, and on CUDA no TF32 for fp32: fp32 parity means fp32."""
+        import torch
+
+        previous = torch.get_num_threads()
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        strict = self._device.type == "cuda" and self.precision == "fp32"
+        try:
+            if self._threads and self._threads != previous:
+                torch.set_num_threads(self._threads)
+            if strict:
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            with torch.inference_mode():
+                yield
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
+            if strict:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
     def _to_device(self, batch: np.ndarray):
         import torch
@@ -49,50 +73,69 @@ class TorchBackend(Backend):
         x = torch.from_numpy(batch).to(self._device, non_blocking=True)
         return x.to(self._dtype).contiguous(memory_format=self._format)
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _capture_all(self) -> None:
+        """One CUDA graph per bucket, captured now (never on the request path), sharing one memory pool,
+        each with a static device input and output and pinned host buffers for non-blocking copies."""
         import torch
 
-        with torch.inference_mode():
-            if self.options.get("cuda_graphs") and self._device.type == "cuda":
+        pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream()
+        with self._scope():
+            for n in sorted(self.buckets, reverse=True):  # largest first, so smaller graphs reuse its pool
+                static_in = torch.zeros((n, *self.spec.chw), device=self._device, dtype=self._dtype)
+                static_in = static_in.contiguous(memory_format=self._format)
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):  # cuDNN autotuning and lazy init happen outside the capture
+                        self.model(static_in)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    static_out = self.model(static_in)
+                host_in = torch.empty((n, *self.spec.chw), dtype=torch.float32, pin_memory=True)
+                host_out = torch.empty(tuple(static_out.shape), dtype=torch.float32, pin_memory=True)
+                self._graphs[n] = (graph, static_in, static_out, host_in, host_out)
+        torch.cuda.synchronize()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._scope():
+            if self.static_shapes:
                 return self._graph_infer(batch)
             return self.model(self._to_device(batch)).float().cpu().numpy()
 
     def _graph_infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        n = batch.shape[0]
-        if n not in self._graphs:
-            static_in = self._to_device(batch)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):  # warm up cuDNN autotuning outside the capture
-                    self.model(static_in)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.model(static_in)
-            self._graphs[n] = (graph, static_in, static_out)
-        graph, static_in, static_out = self._graphs[n]
-        static_in.copy_(self._to_device(batch))
+        graph, static_in, static_out, host_in, host_out = self._graphs[batch.shape[0]]
+        host_in.numpy()[...] = batch
+        static_in.copy_(host_in, non_blocking=True)
         graph.replay()
-        return static_out.float().cpu().numpy()
+        host_out.copy_(static_out, non_blocking=True)
+        torch.cuda.current_stream().synchronize()
+        return host_out.numpy().copy()
 
     def compute_only_ms(self, batch: np.ndarray, iterations: int = 50) -> float | None:
-        """Median GPU time of the forward pass alone (CUDA events; the input already on the device)."""
+        """Median GPU time of the forward pass alone (CUDA events, the input already on the device):
+        the graph replay when graphs are on, else the eager forward."""
         import torch
 
         if self._device.type != "cuda":
             return None
-        x = self._to_device(batch)
         times = []
-        with torch.inference_mode():
+        with self._scope():
+            if self.static_shapes:
+                graph, static_in, _, _, _ = self._graphs[next(b for b in self.buckets if b >= batch.shape[0])]
+                static_in[: batch.shape[0]].copy_(self._to_device(batch))
+                run = graph.replay
+            else:
+                x = self._to_device(batch)
+                run = lambda: self.model(x)  # noqa: E731
             for _ in range(5):
-                self.model(x)
+                run()
             for _ in range(iterations):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                self.model(x)
+                run()
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))
@@ -105,8 +148,6 @@ class TorchBackend(Backend):
             parts.append("channels_last")
         if self.options.get("cuda_graphs"):
             parts.append("CUDA graphs")
-        if self.options.get("compile"):
-            parts.append("compiled")
         return f"torch {self.precision} ({', '.join(parts)})"
 
     @property

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,15 @@ from train.errors import InvalidInput, ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
 VERSION = "1"
+# Request bodies up to this size are parsed on the event loop (tens of microseconds); larger ones, and
+# every image decode, go to a small pool of their own, so that no request stalls the others or the health
+# checks, and none waits behind a running inference (which has the default executor).
+INLINE_BYTES = 64 << 10
+_request_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resnet-edge-request")
+
+
+async def off_loop(fn: Callable, *args):
+    return await asyncio.get_running_loop().run_in_executor(_request_pool, fn, *args)
 
 
 @dataclass
@@ -41,6 +52,9 @@ class ServerState:
     ready: bool = False
     draining: bool = False
     inflight: int = 0
+    failed: bool = False  # the backend could not load: the server exits non-zero
+    buckets: tuple[int, ...] = ()  # the batch sizes a static-shape backend runs; batches are padded to them
+    on_fatal: Callable[[], None] | None = None
 
 
 Handler = Callable[[Request, ServerState], Awaitable[Response]]
@@ -153,6 +167,7 @@ async def model_metadata(request: Request, state: ServerState) -> Response:
         "name": state.model_name, "versions": [VERSION], "platform": state.platform,
         "inputs": [{"name": s.input_name, "datatype": "FP32", "shape": [-1, *s.chw]}],
         "outputs": [{"name": s.output_name, "datatype": "FP32", "shape": [-1, s.num_classes]}],
+        "parameters": {"max_batch_size": state.max_batch_size, "batch_buckets": list(state.buckets)},
     })
 
 
@@ -169,9 +184,12 @@ async def infer(request: Request, state: ServerState) -> Response:
     if not state.ready:
         raise NotReady("The model is still loading; retry shortly.")
     body = await _body(request, state)
-    req = parse_infer(body, request.headers.get(HEADER), state.spec, state.max_batch_size)
+    args = (body, request.headers.get(HEADER), state.spec, state.max_batch_size)
+    large = len(body) > INLINE_BYTES
+    req = await off_loop(parse_infer, *args) if large else parse_infer(*args)
     logits = await state.batcher.submit(req.batch, state.request_timeout_s)
-    payload, headers = build_response(req, logits, state.model_name, VERSION, state.spec.class_names)
+    args = (req, logits, state.model_name, VERSION, state.spec.class_names)
+    payload, headers = await off_loop(build_response, *args) if large else build_response(*args)
     return Response(payload, headers=headers)
 
 
@@ -192,7 +210,7 @@ async def classify(request: Request, state: ServerState) -> Response:
         body = await _multipart_file(request, body)
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
-    x = preprocess([decode(body, "The uploaded image")], state.spec)
+    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image")], state.spec))
     logits = (await state.batcher.submit(x, state.request_timeout_s))[0]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()

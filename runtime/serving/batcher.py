@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from train.errors import ToolkitError
+
+log = logging.getLogger("resnet_edge.serve")
 
 
 class QueueFull(ToolkitError):
@@ -50,12 +53,17 @@ class DynamicBatcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
-        self._pending = 0  # submitted and not yet answered: queued, being batched or running
+        self._pending = 0  # submitted, still wanted and not yet answered: queued, being batched or running
         self.accepting = True
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="dynamic-batcher")
+        self._task.add_done_callback(self._worker_ended)
+
+    def _worker_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:  # never silently: every request would hang
+            log.error("the dynamic batcher stopped", exc_info=task.exception())
 
     async def stop(self) -> None:
         """Stop accepting; let queued and running requests finish; then end the worker."""
@@ -72,19 +80,23 @@ class DynamicBatcher:
         return self._pending
 
     async def submit(self, batch: np.ndarray, timeout_s: float) -> np.ndarray:
+        """Queue ``batch`` and wait for its logits. A request that times out, or whose client goes
+        away (cancellation), is cancelled: the worker drops it before inference."""
         if not self.accepting or self._queue is None:
             raise ShuttingDown("The server is shutting down and accepts no new requests.")
         if self._pending >= self.max_queue:
             raise QueueFull(f"The request queue is full ({self.max_queue} requests); retry shortly.")
         future = asyncio.get_running_loop().create_future()
         self._pending += 1
+        future.add_done_callback(self._answered)  # result, error or cancellation: no longer pending
         self._queue.put_nowait(_Pending(batch, future))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            return await asyncio.wait_for(future, timeout_s)  # cancels the future on timeout
         except asyncio.TimeoutError:
             raise RequestTimeout(f"The request did not finish within {timeout_s:g} s.") from None
-        finally:
-            self._pending -= 1
+
+    def _answered(self, future: asyncio.Future) -> None:
+        self._pending -= 1
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -99,17 +111,20 @@ class DynamicBatcher:
                     nxt = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
+                if nxt.future.done():  # timed out or abandoned while queued: not worth a slot
+                    self._queue.task_done()
+                    continue
                 if n + nxt.batch.shape[0] > self.max_batch_size:  # would overflow: it starts the next batch
-                    await self._run_group(loop, group, n)
+                    await self._run_group(loop, group)
                     group, n = [nxt], nxt.batch.shape[0]
                     deadline = time.perf_counter() + self.max_delay
                     continue
                 group.append(nxt)
                 n += nxt.batch.shape[0]
-            await self._run_group(loop, group, n)
+            await self._run_group(loop, group)
 
-    async def _run_group(self, loop, group: list[_Pending], n: int) -> None:
-        live = [p for p in group if not p.future.done()]  # timed-out requests are dropped, not run
+    async def _run_group(self, loop, group: list[_Pending]) -> None:
+        live = [p for p in group if not p.future.done()]  # timed-out and abandoned requests are dropped, not run
         start = time.perf_counter()
         try:
             if live:
@@ -126,8 +141,11 @@ class DynamicBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
         finally:
-            if self.on_batch and live:
-                self.on_batch(BatchStats(time.perf_counter() - start, sum(p.batch.shape[0] for p in live)),
-                              [start - p.enqueued for p in live])
             for _ in group:
                 self._queue.task_done()
+        if self.on_batch and live:
+            try:
+                self.on_batch(BatchStats(time.perf_counter() - start, sum(p.batch.shape[0] for p in live)),
+                              [start - p.enqueued for p in live])
+            except Exception:  # a metrics hook must never take the batcher down with it
+                log.exception("the on_batch callback failed; batching goes on")

@@ -19,7 +19,7 @@ from runtime.serving.batcher import DynamicBatcher
 from runtime.serving.metrics import Metrics
 from runtime.spec import Artifacts, load_artifacts
 from runtime.variants import Variant, parse_backends, plan
-from train.errors import InvalidInput, MissingDependency
+from train.errors import InvalidInput, MissingDependency, ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
 API_KEY_ENV = "RESNET_EDGE_API_KEY"
@@ -45,21 +45,31 @@ class ServeConfig:
 
 
 def choose_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
-    """An explicit backend/precision, or with ``auto`` the fastest variant here that passes parity."""
+    """An explicit backend/precision, or with ``auto`` the fastest variant here that passes parity.
+
+    Variants are matched on their fields (backend, precision, target), never on their labels."""
     if cfg.backend == "auto":
         return auto_variant(arts, cfg)
-    variants, skipped = plan(arts, parse_backends(cfg.backend), threads=cfg.threads)
+    names = parse_backends(cfg.backend)
+    ckpt = arts.verified_checkpoint() if "torch" in names and arts.checkpoint.is_file() else None
+    variants, skipped = plan(arts, names, checkpoint=ckpt, threads=cfg.threads)
     for v in variants:
-        if v.label.split(" ", 1)[1] == cfg.precision:
+        if v.tag == cfg.precision:
             return v
-    if skipped:
+    if skipped and not variants:
         raise MissingDependency(skipped[0])
-    have = ", ".join(sorted({v.label.split(' ', 1)[1] for v in variants}))
+    have = ", ".join(sorted({v.tag for v in variants}))
     raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
 
 
-def auto_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
+def median_latency_s(backend, batch: np.ndarray) -> float:
+    """Median wall time of one call on ``batch`` after a short warm-up."""
     from runtime.bench import time_calls
+
+    return float(np.median(time_calls(lambda: backend.infer(batch), warmup_s=0.1, duration_s=0.3, iterations=None)))
+
+
+def auto_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
     from runtime.parity import run_parity
     from runtime.preprocess import load_test_inputs
 
@@ -73,9 +83,8 @@ def auto_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
     batch = np.ascontiguousarray(x[: min(8, cfg.max_batch_size)])
     timings = []
     for v in passed:
-        with v.create(arts, max_batch=cfg.max_batch_size) as b:
-            timings.append((float(np.median(time_calls(lambda: b.infer(batch), warmup_s=0.1,  # noqa: B023
-                                                       duration_s=0.3, iterations=None))), v))
+        with v.create(arts, max_batch=cfg.max_batch_size, buckets=(len(batch),)) as b:
+            timings.append((median_latency_s(b, batch), v))
     best = min(timings, key=lambda t: t[0])[1]
     log.info("auto: %s is the fastest of %d variants that passed parity", best.label, len(passed))
     return best
@@ -111,14 +120,27 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
 
 
 async def _load(backend, state: ServerState, arts: Artifacts) -> None:
-    """Load and warm up off the event loop; until then /ready and infer answer 503."""
+    """Load and warm up off the event loop; until then /ready and infer answer 503. A backend that
+    cannot load is logged with its cause and stops the server, which then exits non-zero."""
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
-    await loop.run_in_executor(None, backend.load)
-    for n in sorted({1, state.max_batch_size}):
-        await loop.run_in_executor(None, backend.infer, np.zeros((n, *arts.spec.chw), np.float32))
-    state.ready = True
-    log.info("ready: %s loaded and warmed up in %.2f s", backend.describe(), time.perf_counter() - t0)
+    try:
+        await loop.run_in_executor(None, backend.load)
+        # Every shape the backend will ever run is compiled (static backends do so in load) and run once.
+        for n in backend.buckets if backend.static_shapes else sorted({1, state.max_batch_size}):
+            await loop.run_in_executor(None, backend.infer, np.zeros((n, *arts.spec.chw), np.float32))
+        state.buckets = backend.buckets if backend.static_shapes else ()
+    except ToolkitError as exc:
+        log.error("cannot serve: %s", exc)
+    except Exception:
+        log.exception("cannot serve: the backend failed to load")
+    else:
+        state.ready = True
+        log.info("ready: %s loaded and warmed up in %.2f s", backend.describe(), time.perf_counter() - t0)
+        return
+    state.failed = True
+    if state.on_fatal is not None:
+        state.on_fatal()
 
 
 def serve(cfg: ServeConfig) -> int:
@@ -145,6 +167,11 @@ def serve(cfg: ServeConfig) -> int:
             await asyncio.sleep(0.01)
         server.should_exit = True
 
+    def fatal() -> None:
+        server.should_exit = True
+
+    state.on_fatal = fatal
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,4 +181,4 @@ def serve(cfg: ServeConfig) -> int:
         await server.serve()
 
     asyncio.run(main())
-    return 0
+    return 1 if state.failed else 0

@@ -7,11 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.bench import BenchConfig, gemm_peak_gflops, model_flop_per_image, run_bench, time_calls
-from runtime.variants import Variant, peer_variants
+from runtime.bench import (
+    BenchConfig,
+    BenchResult,
+    Flops,
+    LatencyStats,
+    conv_flops,
+    gemm_peak_gflops,
+    model_flops,
+    run_bench,
+    time_calls,
+)
+from runtime.variants import Variant
 
 
-def test_flop_count_matches_torch_flop_counter(arts):
+def test_flop_count_matches_torch_flop_counter_and_leaves_padding_out(arts):
     from torch.utils.flop_counter import FlopCounterMode
 
     from train.checkpoint import load_model
@@ -19,7 +29,19 @@ def test_flop_count_matches_torch_flop_counter(arts):
     model = load_model(arts.checkpoint)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(torch.zeros(1, 1, 28, 28))
-    assert model_flop_per_image(arts) == pytest.approx(counter.get_total_flops(), rel=1e-6)
+    flops = model_flops(arts)
+    assert flops.nominal == pytest.approx(counter.get_total_flops(), rel=1e-6)
+    # At 28 px stage 4 runs 3x3 convs on 1x1 maps and stage 3 on 2x2 maps: most of their taps are padding.
+    assert 0.4 < flops.real / flops.nominal < 0.8
+
+
+def test_conv_flops_count_only_taps_inside_the_input():
+    full = conv_flops(64, 64, (3, 3), (1, 1), (1, 1), (1, 1))
+    assert full.nominal == 2 * 64 * 64 * 9 and full.real == full.nominal / 9  # only the centre tap is real
+    three = conv_flops(8, 8, (3, 3), (1, 1), (1, 1), (3, 3))
+    assert three.real == three.nominal * 49 / 81  # per axis 2 + 3 + 2 of 9 taps
+    no_pad = conv_flops(8, 8, (1, 1), (2, 2), (0, 0), (8, 8))
+    assert no_pad.real == no_pad.nominal == 2 * 8 * 8 * 16
 
 
 def test_time_calls_by_count_and_by_duration():
@@ -30,20 +52,51 @@ def test_time_calls_by_count_and_by_duration():
     assert len(times) >= 10
 
 
-def test_bench_rows_are_consistent(arts):
+def test_variants_take_turns_and_p50_is_the_median_of_round_medians(arts, monkeypatch):
+    import runtime.bench as bench
+
     fp32 = arts.find("onnx", "fp32")
-    v = Variant("onnxruntime", fp32.path, "fp32", "onnxruntime fp32", {"providers": ("CPUExecutionProvider",)}, fp32)
-    images = np.zeros((8, 1, 28, 28), np.float32)
-    result = run_bench(arts, [v] + peer_variants(arts, arts.checkpoint),
-                       BenchConfig(batches=(1, 8), warmup_s=0.01, duration_s=0.05), images)
-    assert len(result.rows) == 2 * (1 + len(peer_variants(arts, arts.checkpoint)))
-    for r in result.rows:
-        assert r.min_ms <= r.p50_ms <= r.p90_ms <= r.p95_ms <= r.p99_ms <= r.max_ms
-        assert r.throughput_ips == pytest.approx(r.batch / (r.mean_ms / 1e3))
-        assert r.gflops == pytest.approx(result.flop_per_image * r.batch / (r.mean_ms / 1e3) / 1e9)
-    sp = result.speedups()
-    assert {s["peer"] for s in sp} >= {"peer: PyTorch eager (unfolded)", "peer: ONNX Runtime defaults"}
-    assert all(s["speedup"] > 0 for s in sp)
+    ours = Variant("onnxruntime", fp32.path, "fp32", "ours", {"providers": ("CPUExecutionProvider",)}, fp32)
+    peer = Variant("onnxruntime", fp32.path, "fp32", "peer", {"defaults": True}, fp32, peer=True)
+    fake = iter(range(1, 100))
+
+    def fake_time_calls(fn, *, warmup_s, duration_s, iterations):
+        fn()
+        k = next(fake)  # round r of a variant returns k ms, three times
+        return np.full(3, k / 1000.0)
+
+    monkeypatch.setattr(bench, "time_calls", fake_time_calls)
+    seen = []
+    result = run_bench(arts, [ours, peer], BenchConfig(batches=(2,), rounds=3, accuracy_images=0),
+                       np.zeros((2, 1, 28, 28), np.float32), progress=seen.append)
+    turns = [s.split(": ", 1)[1] for s in seen if s.startswith("batch 2, round")]
+    assert turns == ["ours", "peer", "peer", "ours", "ours", "peer"]  # interleaved, alternating direction
+    by = {r.label: r for r in result.rows}
+    assert by["ours"].p50_ms == pytest.approx(np.median([1, 4, 5]))  # median of its round medians
+    assert by["peer"].p50_ms == pytest.approx(np.median([2, 3, 6]))
+
+
+def _row(label, precision, p50, *, peer=False, effective=None, accuracy=None):
+    return LatencyStats(label=label, backend="x", artifact="a", precision=precision, batch=1, image_size=28,
+                        device="cpu", peer=peer, iterations=10, min_ms=p50, mean_ms=p50, p50_ms=p50, p90_ms=p50,
+                        p95_ms=p50, p99_ms=p50, max_ms=p50, throughput_ips=1000 / p50, accuracy=accuracy,
+                        effective_precision=effective)
+
+
+def test_speedups_compare_within_a_precision_class():
+    result = BenchResult({}, BenchConfig(batches=(1,)), 28, Flops(1.0, 1.0))
+    result.rows = [
+        _row("ours fp32", "fp32", 0.20), _row("ours int8", "int8", 0.10, accuracy=0.912),
+        _row("ours bf16", "bf16", 0.15),
+        _row("peer fp32", "fp32", 0.25, peer=True), _row("peer nncf", "int8", 0.11, peer=True, accuracy=0.913),
+        _row("peer ov defaults", "fp32", 0.16, peer=True, effective="bf16"),
+    ]
+    sp = {s["peer"]: s for s in result.speedups()}
+    assert sp["peer fp32"]["ours"] == "ours fp32" and sp["peer fp32"]["speedup"] == pytest.approx(1.25)
+    assert sp["peer nncf"]["ours"] == "ours int8" and sp["peer nncf"]["speedup"] == pytest.approx(1.1)
+    assert sp["peer nncf"]["peer_accuracy"] == 0.913 and sp["peer nncf"]["ours_accuracy"] == 0.912
+    # a peer that silently computes in bf16 is held against our bf16, not our fp32
+    assert sp["peer ov defaults"]["class"] == "bf16" and sp["peer ov defaults"]["ours"] == "ours bf16"
 
 
 def test_statistics_on_known_samples(arts):
@@ -52,30 +105,45 @@ def test_statistics_on_known_samples(arts):
     times = np.arange(1, 101) / 1000.0  # 1 ms .. 100 ms
     fp32 = arts.find("onnx", "fp32")
     v = Variant("onnxruntime", fp32.path, "fp32", "x", {}, fp32)
-    s = summarize(times, v, batch=4, device="cpu", flop_per_image=1e9, peak=100.0, image_size=28)
+    s = summarize(times, v, batch=4, device="cpu", flops=Flops(2e9, 1e9), peak=100.0, image_size=28)
     assert (s.min_ms, s.max_ms, s.mean_ms) == (1.0, 100.0, 50.5)
     assert s.p50_ms == pytest.approx(50.5) and s.p90_ms == pytest.approx(90.1) and s.p99_ms == pytest.approx(99.01)
     assert s.throughput_ips == pytest.approx(4 / 0.0505)
-    assert s.gflops == pytest.approx(4 / 0.0505) and s.peak_ratio == pytest.approx(s.gflops / 100.0)
+    assert s.gflops == pytest.approx(2 * 4 / 0.0505) and s.gflops_real == pytest.approx(4 / 0.0505)
+    assert s.peak_ratio == pytest.approx(s.gflops_real / 100.0)  # real FLOPs against the peak
     assert s.artifact == "resnet18_fp32.onnx" and s.iterations == 100
 
 
-def test_gemm_peak_is_measured():
-    peak = gemm_peak_gflops("fp32", sizes=(256,), seconds=0.05)
+def test_gemm_peak_names_its_library_and_tries_the_widest_kernels():
+    from runtime.bench import _gemm_candidates
+
+    names = [name for name, _ in _gemm_candidates("fp32", 64, torch.device("cpu"))]
+    assert "onnxruntime MLAS" in names and "torch.mm" in names and "numpy" in names
+    assert "onnxruntime MLAS" in [name for name, _ in _gemm_candidates("int8", 64, torch.device("cpu"))]
+    rate, source = gemm_peak_gflops("fp32", sizes=(256,), seconds=0.05)
+    assert source in names and rate > 0
     assert gemm_peak_gflops("fp16") is None  # no native fp16 GEMM on a CPU: no ratio is better than a wrong one
-    assert peak is not None and peak > 0.5
 
 
 def test_cli_bench_writes_json_csv_plot(arts, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "resnet_edge", "bench", str(arts.root), "--backend", "onnxruntime", "--precision",
-         "fp32,int8", "--batch", "1,4", "--warmup", "10ms", "--duration", "50ms", "--peers", "--roofline",
-         "--checkpoint", str(arts.checkpoint), "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv"),
-         "--plot", str(tmp_path / "b.png")], capture_output=True, text=True)
+         "fp32,int8", "--batch", "1,4", "--warmup", "10ms", "--duration", "60ms", "--rounds", "2", "--peers",
+         "--roofline", "--accuracy-images", "500", "--threads", "1", "--checkpoint", str(arts.checkpoint),
+         "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv"), "--plot", str(tmp_path / "b.png")],
+        capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "p99 ms" in res.stdout and "speed-up" in res.stdout and "GFLOP/image" in res.stdout
     data = json.loads((tmp_path / "b.json").read_text())
-    assert data["machine"]["cores"] >= 1 and data["peaks_gflops"]["fp32"] > 0
+    assert data["machine"]["cores"] >= 1 and data["peaks_gflops"]["fp32"] > 0 and data["peak_sources"]["fp32"]
+    peers = {r["label"] for r in data["results"] if r["peer"]}
+    # INT8 peers built in the run from the same FP32 ONNX, next to the FP32 ones
+    assert {"peer: ONNX Runtime defaults", "peer: ONNX Runtime quantize_static defaults",
+            "peer: PyTorch eager (unfolded)"} <= peers
+    for s in data["speedups"]:
+        int8_peer = "quantize_static" in s["peer"] or "NNCF" in s["peer"]
+        assert s["class"] == "int8" if int8_peer else s["class"] in ("fp32", "bf16")
+        assert s["peer_accuracy"] > 0.8 and (s["ours"] is None or s["ours_accuracy"] > 0.8)
     results = data["results"]
     required = {"backend", "artifact", "precision", "batch", "image_size", "p50_ms", "p90_ms", "p99_ms", "mean_ms",
                 "throughput_ips", "peer"}

@@ -29,16 +29,11 @@ def test_compare_applies_the_precision_table():
 def test_every_available_cpu_backend_on_real_images(arts):
     variants, skipped = plan(arts, parse_backends("all"))
     assert {v.backend for v in variants} >= {"torch", "onnxruntime"}
-    x, labels = load_test_inputs(arts.spec, 1000)
+    x, labels = load_test_inputs(arts.spec)  # all 10,000: INT8 agreement on a small subset is noisy
     report = run_parity(arts, variants, x, labels, checkpoint=arts.checkpoint, n_random=64)
     assert {r.precision for r in report.rows} >= {"fp32", "fp16", "int8"}
-    for r in report.rows:
-        if r.precision == "int8":
-            # The ~85% fixture model is more quantization-sensitive than a trained one (README: 99.4%
-            # agreement on the quick model); its accuracy bound still holds.
-            assert r.real.delta_acc_pt >= -0.5 and r.real.top1_agreement >= 0.97, r.variant
-        else:
-            assert r.passed, (r.variant, r.real.failures, r.random.failures)
+    for r in report.rows:  # every variant, INT8 included, against the product's own table
+        assert r.passed, (r.variant, r.real.failures, r.random.failures)
 
 
 def _cli(*args):

@@ -96,6 +96,9 @@ def test_stock_triton_client_binary_json_and_classification(server, arts, fmnist
         out = httpclient.InferRequestedOutput("logits", binary_data=binary)
         result = client.infer("resnet18", [inp], outputs=[out], headers=auth())
         assert np.allclose(result.as_numpy("logits"), ref, atol=1e-5)
+    out = httpclient.InferRequestedOutput("logits", binary_data=True, class_count=20)  # more than exist
+    everything = client.infer("resnet18", [inp], outputs=[out], headers=auth()).as_numpy("logits")
+    assert everything.shape == (5, 10)  # clamped to the class count, as Triton does
     out = httpclient.InferRequestedOutput("logits", binary_data=True, class_count=3)
     result = client.infer("resnet18", [inp], outputs=[out], headers=auth(), model_version="1")
     top = result.as_numpy("logits")
@@ -281,26 +284,136 @@ def test_loadtest_unreachable_server_is_one_sentence():
     assert res.returncode == 2 and "Cannot reach" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts):
-    from runtime.parity import run_parity
-    from runtime.preprocess import load_test_inputs
+def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts, monkeypatch):
+    import runtime.parity as parity_mod
+    import runtime.serving.server as server
     from runtime.serving.server import ServeConfig, choose_variant
 
+    real_parity, timed = parity_mod.run_parity, {}
+
+    def parity_failing_fastest(arts_, variants, *args, **kwargs):
+        report = real_parity(arts_, variants, *args, **kwargs)
+        for row in report.rows:
+            if row.variant == "onnxruntime int8":  # pretend it failed parity here: it must not be chosen
+                row.real = parity_mod.ParityResult(1, 1, 0, 0, 0, 0, ("made to fail",))
+        return report
+
+    def speed(backend, batch):  # what the timing would find: ORT int8 fastest, then ORT fp16, then the rest
+        key = (backend.name, backend.source.name)
+        timed[key] = {("onnxruntime", "resnet18_int8.onnx"): 1.0, ("onnxruntime", "resnet18_fp16.onnx"): 2.0}.get(key, 3.0)
+        return timed[key]
+
+    monkeypatch.setattr(parity_mod, "run_parity", parity_failing_fastest)
+    monkeypatch.setattr(server, "median_latency_s", speed)
     chosen = choose_variant(arts, ServeConfig(artifacts=arts.root, backend="auto"))
-    x, labels = load_test_inputs(arts.spec, 1000)
-    (row,) = run_parity(arts, [chosen], x, labels, checkpoint=arts.checkpoint, n_random=32).rows
-    assert row.passed, (chosen.label, row.real.failures)
+    assert ("onnxruntime", "resnet18_int8.onnx") not in timed  # failed parity: never even timed
+    assert len(timed) >= 3 and (chosen.backend, chosen.tag) == ("onnxruntime", "fp16")  # fastest of those that passed
 
 
 def test_explicit_backend_and_unknown_precision(arts):
     from runtime.serving.server import ServeConfig, choose_variant
     from train.errors import InvalidInput
 
-    assert choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8")).label == "onnxruntime int8"
+    chosen = choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8"))
+    assert (chosen.backend, chosen.precision, chosen.target) == ("onnxruntime", "int8", "any")
     if arts.find("onnx", "int8", "cpu"):  # kept by the export only where it met its parity bound
-        assert choose_variant(arts, ServeConfig(backend="openvino", precision="int8-cpu")).label == "openvino int8-cpu"
+        chosen = choose_variant(arts, ServeConfig(backend="openvino", precision="int8-cpu"))
+        assert (chosen.backend, chosen.precision, chosen.target) == ("openvino", "int8", "cpu")
     else:
         with pytest.raises(InvalidInput, match="no 'int8-cpu' variant"):
             choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8-cpu"))
     with pytest.raises(InvalidInput, match="has no 'fp64' variant"):
         choose_variant(arts, ServeConfig(backend="onnxruntime", precision="fp64"))
+    chosen = choose_variant(arts, ServeConfig(backend="torch", precision="fp32"))  # matched on fields, not labels
+    assert (chosen.backend, chosen.precision) == ("torch", "fp32")
+
+
+def test_serve_with_the_torch_backend(arts):
+    proc, port = _start(arts, "--backend", "torch", "--precision", "fp32", "--api-key", KEY)
+    try:
+        from runtime.preprocess import load_test_inputs
+
+        x, _ = load_test_inputs(arts.spec, 3)
+        code, _, body = _http(port, "/v2/models/resnet18/infer", _infer_body(x))
+        assert code == 200
+        logits = np.array(json.loads(body)["outputs"][0]["data"], np.float32).reshape(3, 10)
+        ref = _reference(arts, x)
+        assert np.abs(logits - ref).max() <= 1e-4 * np.abs(ref).max()
+        assert "torch" in json.loads(_http(port, "/v2/models/resnet18")[2])["platform"]
+    finally:
+        _stop(proc)
+
+
+def test_a_backend_that_cannot_load_is_logged_and_the_server_exits_non_zero(arts, tmp_path):
+    import shutil
+
+    from export.manifest import MANIFEST
+    from train.atomic import sha256_file
+
+    copy = tmp_path / "a"
+    shutil.copytree(arts.root, copy, ignore=shutil.ignore_patterns("triton"))
+    (copy / "resnet18_fp32.onnx").write_bytes(b"not an onnx model at all")  # and the manifest agrees with it:
+    manifest = json.loads((copy / MANIFEST).read_text())  # it loads, verifies, and fails only in the backend
+    for a in manifest["artifacts"]:
+        if a["path"] == "resnet18_fp32.onnx":
+            a["sha256"] = sha256_file(copy / a["path"])
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "serve", str(copy), "--backend", "onnxruntime",
+                          "--port", str(_free_port())], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "cannot serve: The onnxruntime backend could not load resnet18_fp32.onnx" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_large_bodies_are_parsed_off_the_event_loop(arts, monkeypatch):
+    import asyncio
+    import threading
+
+    import runtime.serving.app as app_mod
+    from runtime.serving.app import ServerState, create_app
+    from runtime.serving.batcher import DynamicBatcher
+    from runtime.serving.metrics import Metrics
+
+    threads = {}
+    parse = app_mod.parse_infer
+
+    def spy(*args):
+        threads.setdefault("parse", []).append(threading.current_thread())
+        return parse(*args)
+
+    monkeypatch.setattr(app_mod, "parse_infer", spy)
+    small = _infer_body(np.zeros((1, 1, 28, 28), np.float32))
+    large = _infer_body(np.zeros((32, 1, 28, 28), np.float32))
+    assert len(small) < app_mod.INLINE_BYTES < len(large)
+
+    async def main():
+        batcher = DynamicBatcher(lambda b: np.zeros((len(b), 10), np.float32))
+        state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=batcher, metrics=Metrics(64),
+                            max_batch_size=64, max_body_bytes=8 << 20, request_timeout_s=5.0, ready=True)
+        await batcher.start()
+        app = create_app(state)
+        loop_thread = threading.current_thread()
+        for body in (small, large):
+            assert (await _asgi_async(app, "POST", "/v2/models/resnet18/infer", body))[0] == 200
+        await batcher.stop()
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    assert threads["parse"][0] is loop_thread  # a small body: parsed inline, cheaper than a thread hop
+    assert threads["parse"][1] is not loop_thread  # a large one never blocks the loop
+
+
+async def _asgi_async(app, method, path, body=b""):
+    messages = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-length", str(len(body)).encode())], "scheme": "http", "http_version": "1.1",
+             "server": ("127.0.0.1", 0), "client": ("127.0.0.1", 1), "root_path": "", "app": app}
+    await app(scope, receive, send)
+    return next(m["status"] for m in messages if m["type"] == "http.response.start"), messages
