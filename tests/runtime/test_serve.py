@@ -238,19 +238,7 @@ def _asgi(app, method, path, body=b""):
     """One request straight through the ASGI interface (no HTTP client library involved)."""
     import asyncio
 
-    messages = []
-
-    async def receive():
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        messages.append(message)
-
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": [(b"content-length", str(len(body)).encode())], "scheme": "http", "http_version": "1.1",
-             "server": ("127.0.0.1", 0), "client": ("127.0.0.1", 1), "root_path": "", "app": app}
-    asyncio.run(app(scope, receive, send))
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    status, messages = asyncio.run(_asgi_async(app, method, path, body))
     return status, json.loads(b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body"))
 
 

@@ -1,0 +1,90 @@
+"""Print the INT8 calibration table of the README: each calibration choice's accuracy and top-1 agreement
+with PyTorch FP32, on the held-out training images (where the choice is made) and on the test set, with
+ONNX Runtime and OpenVINO, next to OpenVINO + NNCF; and the same INT8 with and without quant_pre_process.
+
+Usage: python scripts/int8_calibration.py [CHECKPOINT] [FP32_ONNX]  (defaults: the `make export` outputs)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export import quantize
+from export.parity import parity
+from export.pipeline import ExportConfig, split_training
+from runtime import peers
+from train.checkpoint import load_model
+from train.data import load_fashion_mnist, to_input
+
+CHOICES = {
+    "s8, percentile 99.999": quantize.Int8Options(percentile=99.999),
+    "s8, percentile 99.99": quantize.Int8Options(percentile=99.99),
+    "s8, min-max": quantize.Int8Options(calibration=quantize.CalibMethod.MINMAX),
+    "s8, entropy": quantize.Int8Options(calibration=quantize.CalibMethod.ENTROPY),
+    "u8, percentile 99.999": quantize.Int8Options(percentile=99.999, activations=quantize.Activations.U8),
+    "u8, min-max": quantize.Int8Options(calibration=quantize.CalibMethod.MINMAX, activations=quantize.Activations.U8),
+}
+
+
+def logits_ort(path: Path, x: np.ndarray) -> np.ndarray:
+    from export.parity import ort_logits
+
+    return ort_logits(path, x)
+
+
+def logits_openvino(path: Path, x: np.ndarray) -> np.ndarray:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    return np.concatenate([compiled(x[i:i + 500])[0] for i in range(0, len(x), 500)])
+
+
+def main() -> None:
+    ckpt = Path(sys.argv[1] if len(sys.argv) > 1 else "checkpoints/best.pt")
+    fp32 = Path(sys.argv[2] if len(sys.argv) > 2 else "artifacts/resnet18_fp32.onnx")
+    model, cfg = load_model(ckpt), ExportConfig()
+    m = model.config
+    data = load_fashion_mnist()
+    calib_idx, held_idx = split_training(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
+
+    def inputs(images):
+        return to_input(images, m.mean, m.std, m.image_size).numpy()
+
+    calib = inputs(data.train.images[calib_idx])
+    sets = {"held-out": (inputs(data.train.images[held_idx]), data.train.labels[held_idx].numpy()),
+            "test": (inputs(data.test.images), data.test.labels.numpy())}
+    with torch.inference_mode():
+        refs = {k: np.concatenate([model(torch.from_numpy(x[i:i + 500])).numpy() for i in range(0, len(x), 500)])
+                for k, (x, _) in sets.items()}
+
+    def cells(path: Path, runners=(logits_ort, logits_openvino)) -> list[str]:
+        out = []
+        for name, (x, y) in sets.items():
+            for run in runners:
+                s = parity(refs[name], run(path, x), y)
+                out.append(f"{s.accuracy:.2%} / {s.top1_agreement:.2%}")
+        return out
+
+    tmp = Path(tempfile.mkdtemp(prefix="int8-calibration-"))
+    print("| calibration | held-out, ORT | held-out, OpenVINO | test, ORT | test, OpenVINO |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, opts in CHOICES.items():
+        path = quantize.to_int8(fp32, tmp / f"{label.replace(' ', '_').replace(',', '')}.onnx", calib, opts)
+        print(f"| {label} | " + " | ".join(cells(path)) + " |", flush=True)
+    nncf = peers.nncf_int8(fp32, calib[: peers.CALIBRATION_IMAGES], tmp / "nncf.xml")
+    held, test = cells(nncf, runners=(logits_openvino,))
+    print(f"| OpenVINO + NNCF defaults (peer) | | {held} | | {test} |")
+    for pre in (False, True):
+        path = quantize.to_int8(fp32, tmp / f"pre_{pre}.onnx", calib, quantize.Int8Options(percentile=99.999,
+                                                                                            preprocess=pre))
+        s = parity(refs["test"], logits_ort(path, sets["test"][0]), sets["test"][1])
+        print(f"quant_pre_process={pre}: test accuracy {s.accuracy:.2%}, agreement {s.top1_agreement:.2%} (ORT)")
+
+
+if __name__ == "__main__":
+    main()
