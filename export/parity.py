@@ -25,6 +25,20 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+def tolerance_failures(precision: str, *, max_rel: float, top1_agreement: float, accuracy: float | None,
+                       ref_accuracy: float | None, gate_top1: bool = True) -> tuple[str, ...]:
+    """Each bound of ``precision``'s row of the table that these statistics miss, as a phrase."""
+    tol, failures = TOLERANCES[precision], []
+    if tol.max_rel is not None and max_rel > tol.max_rel:
+        failures.append(f"max relative error {max_rel:.2e} > {tol.max_rel:.0e}")
+    if tol.min_top1 is not None and gate_top1 and top1_agreement < tol.min_top1:
+        failures.append(f"top-1 agreement {top1_agreement:.2%} < {tol.min_top1:.0%}")
+    if tol.max_acc_drop_pt is not None and accuracy is not None and (ref_accuracy - accuracy) * 100 > tol.max_acc_drop_pt:
+        failures.append(f"accuracy {accuracy:.2%} is {(ref_accuracy - accuracy) * 100:.2f} pt below "
+                        f"{ref_accuracy:.2%} (bound {tol.max_acc_drop_pt} pt)")
+    return tuple(failures)
+
+
 @dataclass(frozen=True)
 class ParityStats:
     max_abs: float  # max |out - ref| over all logits
@@ -41,6 +55,10 @@ class ParityStats:
 
     def to_dict(self) -> dict[str, float]:
         return {**asdict(self), "delta_acc_pt": self.delta_acc_pt}
+
+    def failures(self, precision: str) -> tuple[str, ...]:
+        return tolerance_failures(precision, max_rel=self.max_rel, top1_agreement=self.top1_agreement,
+                                  accuracy=self.accuracy, ref_accuracy=self.ref_accuracy)
 
 
 def parity(ref: np.ndarray, out: np.ndarray, labels: np.ndarray) -> ParityStats:

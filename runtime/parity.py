@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from export.parity import TOLERANCES, Tolerance, parity
+from export.parity import TOLERANCES, Tolerance, parity, tolerance_failures
 from runtime.spec import Artifacts
 from runtime.variants import Variant
 
@@ -37,16 +37,10 @@ def compare(ref: np.ndarray, out: np.ndarray, precision: str, labels: np.ndarray
             *, gate_accuracy: bool = True) -> ParityResult:
     """Compare logits against the reference; ``bool(result)`` says whether ``precision``'s tolerances hold."""
     s = parity(ref, out, labels if labels is not None else np.zeros(len(ref), dtype=np.int64))
-    tol = TOLERANCES[precision]
     acc, ref_acc = (s.accuracy, s.ref_accuracy) if labels is not None else (None, None)
-    failures = []
-    if tol.max_rel is not None and s.max_rel > tol.max_rel:
-        failures.append(f"max relative error {s.max_rel:.2e} > {tol.max_rel:.0e}")
-    if tol.min_top1 is not None and gate_accuracy and s.top1_agreement < tol.min_top1:
-        failures.append(f"top-1 agreement {s.top1_agreement:.2%} < {tol.min_top1:.0%}")
-    if tol.max_acc_drop_pt is not None and acc is not None and (ref_acc - acc) * 100 > tol.max_acc_drop_pt:
-        failures.append(f"accuracy {acc:.2%} is {(ref_acc - acc) * 100:.2f} pt below {ref_acc:.2%}")
-    return ParityResult(s.max_abs, s.max_rel, s.cosine_min, s.top1_agreement, acc, ref_acc, tuple(failures))
+    failures = tolerance_failures(precision, max_rel=s.max_rel, top1_agreement=s.top1_agreement, accuracy=acc,
+                                  ref_accuracy=ref_acc, gate_top1=gate_accuracy)
+    return ParityResult(s.max_abs, s.max_rel, s.cosine_min, s.top1_agreement, acc, ref_acc, failures)
 
 
 @dataclass

@@ -2,6 +2,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,20 @@ def test_cli_table_manifest_and_no_stale_files(trained_ckpt, export_dir, tmp_pat
                                                            + ["manifest.json", "notes.txt"])
     assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_onnx",
                                                       "someone_elses_model"]
+
+
+def test_export_gates_every_bound_of_the_table():
+    from export.parity import ParityStats
+    from export.pipeline import _artifact_entry
+    from train.model import ModelConfig
+
+    def row(precision, *, max_rel=0.0, agree=1.0, acc=0.9):
+        path = Path(__file__)  # any existing file stands in for the artifact
+        return _artifact_entry(path, precision, ParityStats(0.0, max_rel, 1.0, agree, acc, 0.9, 10_000), 0, 0,
+                               ModelConfig())
+
+    assert row("int8", agree=0.995)["status"] == "ok"
+    low = row("int8", agree=0.985)  # within 0.5 pt of accuracy, but it would fail the runtime's parity
+    assert low["status"] == "fail" and "top-1 agreement 98.50% < 99%" in low["failures"][0]
+    assert row("fp32", max_rel=2e-4)["failures"] == ["max relative error 2.00e-04 > 1e-04"]
+    assert "0.20 pt below" in row("fp16", acc=0.898)["failures"][0]
