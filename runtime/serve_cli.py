@@ -26,6 +26,7 @@ def serve_cmd(
     precision: Annotated[str, Opt(help="fp32, fp16, bf16, int8 or int8-cpu (with an explicit --backend).")] = "fp32",
     host: Annotated[str, Opt(help="Bind address; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
     port: Annotated[int, Opt()] = 8000,
+    grpc_port: Annotated[Optional[int], Opt(help="Also serve KServe v2 over gRPC on this port (same host).")] = None,
     model_name: Annotated[str, Opt(help="Model name in the KServe v2 URLs.")] = "resnet18",
     max_batch_size: Annotated[int, Opt(help="Largest merged batch, and the largest request batch.")] = 64,
     max_queue_delay_us: Annotated[int, Opt(help="Extra wait for more requests (0: merge only what is queued).")] = 0,
@@ -40,12 +41,17 @@ def serve_cmd(
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
+
+        if grpc_port is not None:
+            import grpc  # noqa: F401
+            import tritonclient.grpc  # noqa: F401
     except ImportError:
         raise MissingDependency("Serving needs the serve extra: pip install 'resnet-edge[serve]'.") from None
     from runtime.serving.server import ServeConfig, serve
 
     raise typer.Exit(serve(ServeConfig(
         artifacts=artifacts_dir, backend=backend, precision=precision, model_name=model_name, host=host, port=port,
+        grpc_port=grpc_port,
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, max_queue=max_queue,
         request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, api_key=api_key, threads=threads,
         log_level=log_level)))

@@ -53,17 +53,7 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
     inp = req["inputs"][0]
     if not isinstance(inp, dict):
         raise InvalidInput("Each input must be a JSON object.")
-    if inp.get("name") != spec.input_name:
-        raise InvalidInput(f"Unknown input '{inp.get('name')}'; the model's input is '{spec.input_name}'.")
-    if inp.get("datatype") != "FP32":
-        raise InvalidInput(f"Input datatype must be FP32, not '{inp.get('datatype')}'.")
-    shape = inp.get("shape")
-    c, h, w = spec.chw
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape)
-            and shape[1:] == [c, h, w] and shape[0] >= 1):
-        raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shape}.")
-    if shape[0] > max_batch:
-        raise InvalidInput(f"Batch size {shape[0]} exceeds the maximum of {max_batch}.")
+    shape = check_input(inp.get("name"), inp.get("datatype"), inp.get("shape"), spec, max_batch)
     count = int(np.prod(shape))
     params = inp.get("parameters") or {}
     if "binary_data_size" in params:
@@ -82,22 +72,46 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
         if batch.size != count:
             raise InvalidInput(f"Input 'data' holds {batch.size} values; shape {shape} needs {count}.")
         batch = batch.reshape(shape)
-    if not np.isfinite(batch).all():
-        raise InvalidInput("Input contains NaN or Inf values.")
+    check_finite(batch)
     binary_default = bool((req.get("parameters") or {}).get("binary_data_output", False))
     outputs = []
     for out in req.get("outputs") or [{"name": spec.output_name}]:
-        if not isinstance(out, dict) or out.get("name") != spec.output_name:
-            raise InvalidInput(f"Unknown output '{out.get('name') if isinstance(out, dict) else out}'; "
-                               f"the model's output is '{spec.output_name}'.")
+        if not isinstance(out, dict):
+            raise InvalidInput(f"Unknown output '{out}'; the model's output is '{spec.output_name}'.")
         p = out.get("parameters") or {}
-        k = p.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise InvalidInput(f"classification must be a non-negative integer, not {k!r}.")
-        k = min(k, spec.num_classes)  # as Triton: asking for more classes than exist returns them all
-        outputs.append(RequestedOutput(spec.output_name, bool(p.get("binary_data", binary_default)), k))
+        outputs.append(requested_output(out.get("name"), p.get("classification", 0),
+                                        bool(p.get("binary_data", binary_default)), spec))
     rid = req.get("id")
     return InferRequest(str(rid) if rid is not None else None, np.ascontiguousarray(batch), tuple(outputs))
+
+
+def check_input(name: Any, datatype: Any, shape: Any, spec: ModelSpec, max_batch: int) -> list[int]:
+    """The one input tensor's name, datatype and shape, as every protocol checks them; returns the shape."""
+    if name != spec.input_name:
+        raise InvalidInput(f"Unknown input '{name}'; the model's input is '{spec.input_name}'.")
+    if datatype != "FP32":
+        raise InvalidInput(f"Input datatype must be FP32, not '{datatype}'.")
+    c, h, w = spec.chw
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape)
+            and shape[1:] == [c, h, w] and shape[0] >= 1):
+        raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shape}.")
+    if shape[0] > max_batch:
+        raise InvalidInput(f"Batch size {shape[0]} exceeds the maximum of {max_batch}.")
+    return shape
+
+
+def check_finite(batch: np.ndarray) -> None:
+    if not np.isfinite(batch).all():
+        raise InvalidInput("Input contains NaN or Inf values.")
+
+
+def requested_output(name: Any, k: Any, binary: bool, spec: ModelSpec) -> RequestedOutput:
+    if name != spec.output_name:
+        raise InvalidInput(f"Unknown output '{name}'; the model's output is '{spec.output_name}'.")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise InvalidInput(f"classification must be a non-negative integer, not {k!r}.")
+    # as Triton: asking for more classes than exist returns them all
+    return RequestedOutput(spec.output_name, binary, min(k, spec.num_classes))
 
 
 def classify_strings(logits: np.ndarray, k: int, labels: tuple[str, ...]) -> list[list[str]]:

@@ -33,6 +33,7 @@ class ServeConfig:
     model_name: str = "resnet18"
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # KServe v2 over gRPC as well, on the same host; off unless given
     max_batch_size: int = 64
     max_queue_delay_us: int = 0  # as Triton: no added wait; requests queued behind a running batch still merge
     max_queue: int = 1024
@@ -110,9 +111,16 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        grpc_server = None
+        if cfg.grpc_port is not None:
+            from runtime.serving.grpc_service import start_grpc
+
+            grpc_server = await start_grpc(state, cfg.host, cfg.grpc_port)
         loader = asyncio.create_task(_load(backend, state, arts))
         yield
         loader.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(cfg.drain_timeout_s)  # in-flight calls finish, new ones are refused
         await batcher.stop()
         backend.close()
 
@@ -177,7 +185,9 @@ def serve(cfg: ServeConfig) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(drain()))
         auth = "bearer token required" if state.api_key else "no auth"
-        log.info("serving %s (%s) on http://%s:%d, %s", cfg.model_name, variant.label, cfg.host, cfg.port, auth)
+        grpc_note = f" and grpc://{cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""
+        log.info("serving %s (%s) on http://%s:%d%s, %s", cfg.model_name, variant.label, cfg.host, cfg.port,
+                 grpc_note, auth)
         await server.serve()
 
     asyncio.run(main())

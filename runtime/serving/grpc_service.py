@@ -1,0 +1,194 @@
+"""KServe v2 over gRPC: the ``inference.GRPCInferenceService`` of the KServe / Triton protocol, on grpcio's
+asyncio server, sharing the HTTP server's state: the dynamic batcher, auth, metrics and error mapping.
+
+The messages and service come from the protocol's own proto, as compiled in ``tritonclient.grpc``
+(``service_pb2``), so the stock ``tritonclient.grpc`` client works unmodified, raw tensor contents and
+the classification extension included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from runtime.serving.app import VERSION, ServerState
+from runtime.serving.errors import NotFound, NotReady, ShuttingDown, Unauthorized, status_of
+from runtime.serving.protocol import InferRequest, check_finite, check_input, classify_strings, requested_output
+from train import __version__
+from train.errors import InvalidInput, ToolkitError
+
+log = logging.getLogger("resnet_edge.serve")
+
+
+# The HTTP table's statuses (runtime.serving.errors), as gRPC codes.
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED, 404: grpc.StatusCode.NOT_FOUND,
+         413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE,
+         504: grpc.StatusCode.DEADLINE_EXCEEDED, 500: grpc.StatusCode.INTERNAL}
+
+
+def parse_grpc_infer(request, spec, max_batch: int) -> InferRequest:
+    """A ModelInferRequest -> the same InferRequest the HTTP path builds; every problem is an InvalidInput."""
+    if len(request.inputs) != 1:
+        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(request.inputs)}.")
+    inp = request.inputs[0]
+    shape = check_input(inp.name, inp.datatype, [int(d) for d in inp.shape], spec, max_batch)
+    count = int(np.prod(shape))
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInput(f"raw_input_contents holds {len(request.raw_input_contents)} tensors; the model takes 1.")
+        raw = request.raw_input_contents[0]
+        if len(raw) != count * 4:
+            raise InvalidInput(f"raw_input_contents holds {len(raw)} bytes; shape {shape} needs {count * 4} "
+                               "bytes of FP32.")
+        batch = np.frombuffer(raw, dtype="<f4").reshape(shape)
+    else:
+        values = inp.contents.fp32_contents
+        if len(values) != count:
+            raise InvalidInput(f"fp32_contents holds {len(values)} values; shape {shape} needs {count}.")
+        batch = np.asarray(values, dtype=np.float32).reshape(shape)
+    check_finite(batch)
+    outputs = []
+    for out in request.outputs or []:
+        k = out.parameters["classification"].int64_param if "classification" in out.parameters else 0
+        outputs.append(requested_output(out.name, int(k), True, spec))
+    if not outputs:
+        outputs.append(requested_output(spec.output_name, 0, True, spec))
+    return InferRequest(request.id or None, np.ascontiguousarray(batch, dtype=np.float32), tuple(outputs))
+
+
+def build_grpc_response(req: InferRequest, logits: np.ndarray, model: str, labels: tuple[str, ...]):
+    """Outputs as raw_output_contents: little-endian FP32, or length-prefixed strings for classification."""
+    response = pb.ModelInferResponse(model_name=model, model_version=VERSION, id=req.id or "")
+    for out in req.outputs:
+        tensor = response.outputs.add(name=out.name)
+        if out.classification:
+            strings = classify_strings(logits, out.classification, labels)
+            tensor.datatype, tensor.shape[:] = "BYTES", [len(strings), out.classification]
+            response.raw_output_contents.append(
+                b"".join(struct.pack("<I", len(s.encode())) + s.encode() for row in strings for s in row))
+        else:
+            tensor.datatype, tensor.shape[:] = "FP32", list(logits.shape)
+            response.raw_output_contents.append(np.ascontiguousarray(logits, dtype="<f4").tobytes())
+    return response
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The servicer; methods not defined here answer UNIMPLEMENTED. Each method checks auth and
+    readiness, maps errors to gRPC codes with one sentence, and counts itself in the shared metrics."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def _call(self, name: str, context, fn: Callable[[], Awaitable], *, public: bool = False, counted=False):
+        state, t0 = self.state, time.perf_counter()
+        code = "OK"
+        if counted:
+            state.inflight += 1
+        try:
+            if not public:
+                self._authorize(context)
+            if counted and state.draining:
+                raise ShuttingDown("The server is shutting down and accepts no new requests.")
+            return await fn()
+        except ToolkitError as exc:
+            grpc_code = CODES.get(status_of(exc), grpc.StatusCode.INTERNAL)
+            code = grpc_code.name
+            await context.abort(grpc_code, str(exc))
+        except asyncio.CancelledError:  # the client went away: the batcher drops its work
+            code = "CANCELLED"
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("grpc %s failed", name)
+            code = "INTERNAL"
+            await context.abort(grpc.StatusCode.INTERNAL, "Internal server error; see the server log.")
+        finally:
+            if counted:
+                state.inflight -= 1
+            state.metrics.request(f"grpc_{name}", code, time.perf_counter() - t0)
+
+    def _authorize(self, context) -> None:
+        key = self.state.api_key
+        if key is None:
+            return
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not token:
+            raise Unauthorized("This server needs 'authorization: Bearer <api key>' metadata.")
+        if not hmac.compare_digest(token.encode(), key.encode()):
+            raise Unauthorized("The bearer token is wrong.")
+
+    def _model(self, name: str, version: str) -> None:
+        if name != self.state.model_name:
+            raise NotFound(f"Unknown model '{name}'; this server serves '{self.state.model_name}'.")
+        if version not in ("", VERSION):
+            raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
+
+    def _ready(self) -> bool:
+        return self.state.ready and not self.state.draining
+
+    # -- GRPCInferenceService ---------------------------------------------------------------------
+    async def ServerLive(self, request, context):  # noqa: N802 - the protocol's method names
+        async def run():
+            return pb.ServerLiveResponse(live=True)
+        return await self._call("live", context, run, public=True)
+
+    async def ServerReady(self, request, context):  # noqa: N802
+        async def run():
+            return pb.ServerReadyResponse(ready=self._ready())
+        return await self._call("ready", context, run, public=True)
+
+    async def ModelReady(self, request, context):  # noqa: N802
+        async def run():
+            self._model(request.name, request.version)
+            return pb.ModelReadyResponse(ready=self._ready())
+        return await self._call("model_ready", context, run)
+
+    async def ServerMetadata(self, request, context):  # noqa: N802
+        async def run():
+            return pb.ServerMetadataResponse(name="resnet-edge", version=__version__,
+                                             extensions=["binary_tensor_data", "classification"])
+        return await self._call("server_metadata", context, run)
+
+    async def ModelMetadata(self, request, context):  # noqa: N802
+        async def run():
+            self._model(request.name, request.version)
+            s = self.state.spec
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=self.state.model_name, versions=[VERSION], platform=self.state.platform,
+                inputs=[tensor(name=s.input_name, datatype="FP32", shape=[-1, *s.chw])],
+                outputs=[tensor(name=s.output_name, datatype="FP32", shape=[-1, s.num_classes])])
+        return await self._call("model_metadata", context, run)
+
+    async def ModelInfer(self, request, context):  # noqa: N802
+        async def run():
+            state = self.state
+            self._model(request.model_name, request.model_version)
+            if not state.ready:
+                raise NotReady("The model is still loading; retry shortly.")
+            req = parse_grpc_infer(request, state.spec, state.max_batch_size)
+            logits = await state.batcher.submit(req.batch, state.request_timeout_s)
+            return build_grpc_response(req, logits, state.model_name, state.spec.class_names)
+        return await self._call("infer", context, run, counted=True)
+
+
+async def start_grpc(state: ServerState, host: str, port: int):
+    """Start the gRPC server on the running event loop; returns it (``await server.stop(grace)`` to end)."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.max_body_bytes),
+                                      ("grpc.max_send_message_length", state.max_body_bytes)])
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise InvalidInput(f"Cannot listen for gRPC on {host}:{port}.")
+    await server.start()
+    return server

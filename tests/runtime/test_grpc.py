@@ -1,0 +1,116 @@
+"""KServe v2 over gRPC on a real socket, driven by the stock tritonclient.grpc and by the raw stub."""
+
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.runtime.test_serve import KEY, _free_port, _reference, _start, _stop
+
+grpc = pytest.importorskip("grpc", reason="the serve extra (grpcio) is not installed")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient[grpc]) is not installed")
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server(arts):
+    grpc_port = _free_port()
+    proc, http_port = _start(arts, "--api-key", KEY, "--grpc-port", str(grpc_port), "--max-queue-delay-us", "2000")
+    yield http_port, grpc_port
+    _stop(proc)
+
+
+def _client(server):
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{server[1]}")
+
+
+def _input(x, name="images", datatype="FP32"):
+    inp = grpcclient.InferInput(name, list(x.shape), datatype)
+    inp.set_data_from_numpy(x)
+    return inp
+
+
+def test_stock_grpc_client_health_metadata_infer_and_classification(server, arts):
+    from runtime.preprocess import load_test_inputs
+
+    client = _client(server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("resnet18", headers=AUTH)
+    meta = client.get_model_metadata("resnet18", headers=AUTH)
+    assert list(meta.inputs[0].shape) == [-1, 1, 28, 28] and meta.outputs[0].name == "logits"
+    assert "classification" in client.get_server_metadata(headers=AUTH).extensions
+    x, _ = load_test_inputs(arts.spec, 6)
+    ref = _reference(arts, x)
+    result = client.infer("resnet18", [_input(x)], headers=AUTH)  # raw_input_contents / raw_output_contents
+    assert np.allclose(result.as_numpy("logits"), ref, atol=1e-5)
+    out = grpcclient.InferRequestedOutput("logits", class_count=3)
+    top = client.infer("resnet18", [_input(x)], outputs=[out], headers=AUTH, model_version="1").as_numpy("logits")
+    value, index, label = top[0, 0].decode().split(":")
+    assert top.shape == (6, 3) and int(index) == ref[0].argmax() and label == arts.spec.class_names[int(index)]
+    assert float(value) == pytest.approx(ref[0].max(), rel=1e-5)
+    out = grpcclient.InferRequestedOutput("logits", class_count=50)  # more than exist: all 10, as Triton
+    assert client.infer("resnet18", [_input(x)], outputs=[out], headers=AUTH).as_numpy("logits").shape == (6, 10)
+
+
+def _raw_request(x_bytes, shape, datatype="FP32", name="images", model="resnet18", version=""):
+    from tritonclient.grpc import service_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=model, model_version=version)
+    req.inputs.add(name=name, datatype=datatype, shape=shape)
+    req.raw_input_contents.append(x_bytes)
+    return req
+
+
+def _stub(server):
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    return pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[1]}"))
+
+
+ONE = np.zeros((1, 1, 28, 28), np.float32)
+
+
+@pytest.mark.parametrize(("request_args", "metadata", "code", "message"), [
+    ((ONE.tobytes(), [1, 1, 28, 28]), (), "UNAUTHENTICATED", "needs 'authorization: Bearer"),
+    ((ONE.tobytes(), [1, 1, 28, 28]), (("authorization", "Bearer wrong"),), "UNAUTHENTICATED", "token is wrong"),
+    ((ONE.tobytes(), [1, 1, 28, 28], "FP32", "images", "nope"), None, "NOT_FOUND", "Unknown model 'nope'"),
+    ((ONE.tobytes(), [1, 1, 28, 28], "FP32", "images", "resnet18", "7"), None, "NOT_FOUND", "Unknown version '7'"),
+    ((ONE.astype(np.float64).tobytes(), [1, 1, 28, 28], "FP64"), None, "INVALID_ARGUMENT", "datatype must be FP32"),
+    ((ONE.tobytes(), [1, 1, 28, 27]), None, "INVALID_ARGUMENT", "shape must be [N, 1, 28, 28]"),
+    ((ONE.tobytes()[:-4], [1, 1, 28, 28]), None, "INVALID_ARGUMENT", "needs 3136 bytes"),
+    ((np.full_like(ONE, np.nan).tobytes(), [1, 1, 28, 28]), None, "INVALID_ARGUMENT", "NaN or Inf"),
+    ((np.zeros((65, 1, 28, 28), np.float32).tobytes(), [65, 1, 28, 28]), None, "INVALID_ARGUMENT", "maximum of 64"),
+])
+def test_bad_requests_get_the_matching_status_and_the_next_request_succeeds(server, request_args, metadata, code,
+                                                                          message):
+    stub = _stub(server)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(_raw_request(*request_args), metadata=tuple(AUTH.items()) if metadata is None else metadata)
+    assert info.value.code().name == code and message in info.value.details()
+    ok = stub.ModelInfer(_raw_request(ONE.tobytes(), [1, 1, 28, 28]), metadata=tuple(AUTH.items()))
+    assert ok.outputs[0].name == "logits" and len(ok.raw_output_contents[0]) == 40
+
+
+def _batches_run(server) -> float:
+    req = urllib.request.Request(f"http://127.0.0.1:{server[0]}/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    text = urllib.request.urlopen(req).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("resnet_edge_batch_size_count "))
+
+
+def test_a_client_that_gives_up_leaves_no_work_queued(arts):
+    grpc_port = _free_port()
+    proc, http_port = _start(arts, "--grpc-port", str(grpc_port), "--max-queue-delay-us", "600000")
+    try:
+        server = (http_port, grpc_port)
+        before = _batches_run(server)
+        with pytest.raises(grpc.RpcError) as info:  # the batcher would wait 0.6 s for company; the client 0.15 s
+            _stub(server).ModelInfer(_raw_request(ONE.tobytes(), [1, 1, 28, 28]), timeout=0.15)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.0)
+        assert _batches_run(server) == before  # the abandoned request never reached the backend
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready").read())
+        assert health == {"ready": True}
+    finally:
+        _stop(proc)
