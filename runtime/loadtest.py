@@ -1,8 +1,10 @@
-"""`resnet-edge loadtest`: a perf_analyzer-like load generator for KServe v2 servers.
+"""`resnet-edge loadtest`: a perf_analyzer-like load generator for KServe v2 servers, over HTTP or gRPC.
 
-Each concurrency level runs N workers, each on its own keep-alive HTTP/1.1 connection (a lean
-asyncio client, so the generator itself adds little latency), sending real Fashion-MNIST test
-images as JSON or binary tensors and checking every response.
+Closed loop (``--concurrency``): each level runs N workers, each on its own keep-alive HTTP/1.1 connection
+(a lean asyncio client, so the generator itself adds little latency) or its own gRPC channel, sending real
+Fashion-MNIST test images and checking every response. Open loop (``--rate``): requests arrive as a Poisson
+process at a fixed rate whatever the server does, and each latency counts from the request's scheduled
+arrival, so a server that falls behind shows it (no coordinated omission).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from train.errors import InvalidInput
 
 @dataclass(frozen=True)
 class LoadResult:
-    concurrency: int
+    concurrency: int  # closed loop: workers; open loop: the most requests in flight at once
     requests: int
     errors: int
     seconds: float
@@ -33,6 +35,8 @@ class LoadResult:
     error_kinds: dict[str, int] = field(default_factory=dict)
     rss_start_mb: float | None = None
     rss_end_mb: float | None = None
+    rate: float | None = None  # open loop: the offered request rate
+    protocol: str = "http"
 
 
 class Connection:
@@ -121,44 +125,128 @@ def rss_mb(pid: int | None) -> float | None:
         return None
 
 
-async def run_level(url: str, model: str, payloads, concurrency: int, duration_s: float, batch: int,
-                    classes: int, auth: dict[str, str], server_pid: int | None = None) -> LoadResult:
-    parts = urlsplit(url)
-    path = f"/v2/models/{model}/infer"
+class HttpSender:
+    """One keep-alive HTTP/1.1 connection sending pre-encoded infer requests."""
+
+    def __init__(self, url: str, model: str, auth: dict[str, str], batch: int, classes: int) -> None:
+        parts = urlsplit(url)
+        self.conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
+        self.path, self.auth, self.batch, self.classes = f"/v2/models/{model}/infer", auth, batch, classes
+
+    async def send(self, payload) -> str | None:
+        body, headers = payload
+        try:
+            status, hdrs, data = await self.conn.request("POST", self.path, body, {**headers, **self.auth})
+            return _check(status, hdrs, data, self.batch, self.classes)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            await self.conn.close()
+            return type(exc).__name__
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+class GrpcSender:
+    """One gRPC channel sending pre-built ModelInferRequest messages (raw tensor contents)."""
+
+    def __init__(self, target: str, auth: dict[str, str], batch: int, classes: int) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+        self.grpc, self.channel = grpc, grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.metadata = tuple((k.lower(), v) for k, v in auth.items())
+        self.batch, self.classes = batch, classes
+
+    async def send(self, request) -> str | None:
+        try:
+            response = await self.stub.ModelInfer(request, metadata=self.metadata)
+        except self.grpc.aio.AioRpcError as exc:
+            return f"grpc {exc.code().name}"
+        return None if list(response.outputs[0].shape) == [self.batch, self.classes] else "wrong shape"
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start, server_pid, rate=None) -> LoadResult:
+    ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
+    n_err = sum(errors.values())
+    return LoadResult(concurrency, len(latencies) + n_err, n_err, seconds, len(latencies) / seconds,
+                      len(latencies) * batch / seconds, float(np.percentile(ms, 50)), float(np.percentile(ms, 90)),
+                      float(np.percentile(ms, 99)), float(ms.mean()), errors, rss_start, rss_mb(server_pid),
+                      rate=rate, protocol=protocol)
+
+
+async def run_level(make_sender, protocol: str, payloads, concurrency: int, duration_s: float, batch: int,
+                    server_pid: int | None = None) -> LoadResult:
+    """Closed loop: ``concurrency`` workers, each sending its next request as soon as the last returns."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     rss_start = rss_mb(server_pid)
     stop_at = time.perf_counter() + duration_s
 
     async def worker(offset: int) -> None:
-        conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
+        sender = make_sender()
         i = offset
         try:
             while time.perf_counter() < stop_at:
-                body, headers = payloads[i % len(payloads)]
-                i += concurrency
                 t0 = time.perf_counter()
-                try:
-                    status, hdrs, data = await conn.request("POST", path, body, {**headers, **auth})
-                    kind = _check(status, hdrs, data, batch, classes)
-                except (ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-                    kind = type(exc).__name__
-                    await conn.close()
+                kind = await sender.send(payloads[i % len(payloads)])
+                i += concurrency
                 if kind is None:
                     latencies.append(time.perf_counter() - t0)
                 else:
                     errors[kind] = errors.get(kind, 0) + 1
         finally:
-            await conn.close()
+            await sender.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return _result(protocol, concurrency, latencies, errors, time.perf_counter() - t0, batch, rss_start, server_pid)
+
+
+async def run_rate(make_sender, protocol: str, payloads, rate: float, duration_s: float, batch: int,
+                   server_pid: int | None = None, seed: int = 0) -> LoadResult:
+    """Open loop: Poisson arrivals at ``rate`` per second; each request gets an idle sender or a new one."""
+    rng = np.random.default_rng(seed)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    idle: list = []
+    senders: list = []
+    in_flight = peak = 0
+    rss_start = rss_mb(server_pid)
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal in_flight
+        sender = idle.pop() if idle else None
+        if sender is None:
+            sender = make_sender()
+            senders.append(sender)
+        kind = await sender.send(payloads[i % len(payloads)])
+        idle.append(sender)
+        in_flight -= 1
+        if kind is None:
+            latencies.append(time.perf_counter() - scheduled)  # from the arrival, not from the send
+        else:
+            errors[kind] = errors.get(kind, 0) + 1
+
+    t0 = time.perf_counter()
+    next_at, tasks, i = t0, [], 0
+    while next_at < t0 + duration_s:
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        in_flight += 1
+        peak = max(peak, in_flight)
+        tasks.append(asyncio.create_task(one(i, next_at)))
+        i += 1
+        next_at += rng.exponential(1.0 / rate)
+    await asyncio.gather(*tasks)
     seconds = time.perf_counter() - t0
-    ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-    n_err = sum(errors.values())
-    return LoadResult(concurrency, len(latencies) + n_err, n_err, seconds, len(latencies) / seconds,
-                      len(latencies) * batch / seconds, float(np.percentile(ms, 50)), float(np.percentile(ms, 90)),
-                      float(np.percentile(ms, 99)), float(ms.mean()), errors, rss_start, rss_mb(server_pid))
+    for sender in senders:
+        await sender.close()
+    return _result(protocol, peak, latencies, errors, seconds, batch, rss_start, server_pid, rate=rate)
 
 
 async def _metadata(url: str, model: str, auth: dict[str, str]) -> dict:
@@ -180,6 +268,9 @@ class LoadTestConfig:
     url: str
     model: str = "resnet18"
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    rates: tuple[float, ...] = ()  # open-loop levels in requests/s; when given, instead of the concurrency levels
+    protocol: str = "http"  # http | grpc
+    grpc_url: str | None = None  # host:port of the gRPC endpoint
     duration_s: float = 10.0
     batch: int = 1
     binary: bool = True
@@ -193,20 +284,54 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
 
     if not cfg.url.startswith("http://"):
         raise InvalidInput(f"URL must start with http://, not '{cfg.url}'.")
+    if cfg.protocol not in ("http", "grpc"):
+        raise InvalidInput(f"--protocol must be http or grpc, not '{cfg.protocol}'.")
+    if cfg.protocol == "grpc" and not cfg.grpc_url:
+        raise InvalidInput("--protocol grpc needs --grpc-url HOST:PORT (the server's --grpc-port).")
+    if any(r <= 0 for r in cfg.rates):
+        raise InvalidInput("--rate must be positive requests per second.")
     auth = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-    meta = asyncio.run(_metadata(cfg.url, cfg.model, auth))
+    meta = asyncio.run(_metadata(cfg.url, cfg.model, auth))  # over HTTP: it also proves the server is up
     (inp,), (out,) = meta["inputs"], meta["outputs"]
     data = load_fashion_mnist(cfg.data_dir)
     mean, std = pixel_stats(data.train.images)
     images = to_input(data.test.images[: 256 * cfg.batch], mean, std, inp["shape"][-1]).numpy()
-    payloads = encode_requests(images, cfg.batch, inp["name"], out["name"], cfg.binary)
+    classes = out["shape"][-1]
+    if cfg.protocol == "grpc":
+        payloads = grpc_requests(images, cfg.batch, cfg.model, inp["name"], out["name"])
+
+        def make_sender():
+            return GrpcSender(cfg.grpc_url, auth, cfg.batch, classes)
+    else:
+        payloads = encode_requests(images, cfg.batch, inp["name"], out["name"], cfg.binary)
+
+        def make_sender():
+            return HttpSender(cfg.url, cfg.model, auth, cfg.batch, classes)
     results = []
-    for c in cfg.concurrency:
+    for level in cfg.rates or cfg.concurrency:
         if progress:
-            progress(c)
-        results.append(asyncio.run(run_level(cfg.url, cfg.model, payloads, c, cfg.duration_s, cfg.batch,
-                                             out["shape"][-1], auth, cfg.server_pid)))
+            progress(level)
+        if cfg.rates:
+            run = run_rate(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid)
+        else:
+            run = run_level(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid)
+        results.append(asyncio.run(run))
     return results
+
+
+def grpc_requests(images: np.ndarray, batch: int, model: str, input_name: str, output_name: str) -> list:
+    """Pre-built ModelInferRequest messages with raw input contents, ``batch`` images each."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    out = []
+    for i in range(0, len(images) - batch + 1, batch):
+        x = np.ascontiguousarray(images[i:i + batch], dtype="<f4")
+        req = pb.ModelInferRequest(model_name=model)
+        req.inputs.add(name=input_name, datatype="FP32", shape=list(x.shape))
+        req.outputs.add(name=output_name)
+        req.raw_input_contents.append(x.tobytes())
+        out.append(req)
+    return out
 
 
 def results_dicts(results: list[LoadResult]) -> list[dict]:

@@ -114,3 +114,34 @@ def test_a_client_that_gives_up_leaves_no_work_queued(arts):
         assert health == {"ready": True}
     finally:
         _stop(proc)
+
+
+def _loadtest(server, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "resnet_edge", "loadtest", f"http://127.0.0.1:{server[0]}",
+                           "--api-key", KEY, "--duration", "1s", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_loadtest_over_grpc_closed_loop(server, tmp_path):
+    res = _loadtest(server, "--protocol", "grpc", "--grpc-url", f"127.0.0.1:{server[1]}", "--concurrency", "1,4",
+                    "--json", str(tmp_path / "g.json"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "g.json").read_text())
+    assert report["protocol"] == "grpc" and [lv["concurrency"] for lv in report["levels"]] == [1, 4]
+    assert all(lv["errors"] == 0 and lv["requests"] > 10 for lv in report["levels"])
+
+
+def test_loadtest_open_loop_poisson_rate(server, tmp_path):
+    res = _loadtest(server, "--rate", "150", "--json", str(tmp_path / "r.json"))
+    assert res.returncode == 0, res.stderr
+    (level,) = json.loads((tmp_path / "r.json").read_text())["levels"]
+    assert level["rate"] == 150 and level["errors"] == 0
+    assert 90 <= level["requests"] <= 220  # Poisson arrivals at 150/s for 1 s, whatever the server's speed
+    assert "offered req/s" in res.stdout
+
+
+def test_loadtest_grpc_without_its_url_is_one_sentence(server):
+    res = _loadtest(server, "--protocol", "grpc")
+    assert res.returncode == 2 and "needs --grpc-url" in res.stderr and "Traceback" not in res.stderr
