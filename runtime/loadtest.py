@@ -37,6 +37,7 @@ class LoadResult:
     rss_end_mb: float | None = None
     rate: float | None = None  # open loop: the offered request rate
     protocol: str = "http"
+    health_p99_ms: float | None = None  # GET /v2/health/ready every 20 ms during the level, on its own connection
 
 
 class Connection:
@@ -169,17 +170,40 @@ class GrpcSender:
         await self.channel.close()
 
 
-def _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start, server_pid, rate=None) -> LoadResult:
+def _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start, server_pid, rate=None,
+            health=None) -> LoadResult:
     ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
     n_err = sum(errors.values())
     return LoadResult(concurrency, len(latencies) + n_err, n_err, seconds, len(latencies) / seconds,
                       len(latencies) * batch / seconds, float(np.percentile(ms, 50)), float(np.percentile(ms, 90)),
                       float(np.percentile(ms, 99)), float(ms.mean()), errors, rss_start, rss_mb(server_pid),
-                      rate=rate, protocol=protocol)
+                      rate=rate, protocol=protocol,
+                      health_p99_ms=float(np.percentile(health, 99) * 1e3) if health else None)
+
+
+async def probe_health(url: str, stop_at: float, every_s: float = 0.02) -> list[float]:
+    """Latencies of GET /v2/health/ready, polled while a level runs: a server that blocks its event loop
+    answers these late even when inference keeps up."""
+    parts = urlsplit(url)
+    conn, seen = Connection(parts.hostname or "127.0.0.1", parts.port or 80), []
+    try:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                status, _, _ = await conn.request("GET", "/v2/health/ready")
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                await conn.close()
+                status = 0
+            if status == 200:
+                seen.append(time.perf_counter() - t0)
+            await asyncio.sleep(every_s)
+    finally:
+        await conn.close()
+    return seen
 
 
 async def run_level(make_sender, protocol: str, payloads, concurrency: int, duration_s: float, batch: int,
-                    server_pid: int | None = None) -> LoadResult:
+                    server_pid: int | None = None, health_url: str | None = None) -> LoadResult:
     """Closed loop: ``concurrency`` workers, each sending its next request as soon as the last returns."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -202,8 +226,11 @@ async def run_level(make_sender, protocol: str, payloads, concurrency: int, dura
             await sender.close()
 
     t0 = time.perf_counter()
+    probe = asyncio.create_task(probe_health(health_url, stop_at)) if health_url else None
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return _result(protocol, concurrency, latencies, errors, time.perf_counter() - t0, batch, rss_start, server_pid)
+    seconds = time.perf_counter() - t0
+    health = await probe if probe else None
+    return _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start, server_pid, health=health)
 
 
 async def run_rate(make_sender, protocol: str, payloads, rate: float, duration_s: float, batch: int,
@@ -314,7 +341,8 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
         if cfg.rates:
             run = run_rate(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid)
         else:
-            run = run_level(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid)
+            run = run_level(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid,
+                            cfg.url)
         results.append(asyncio.run(run))
     return results
 

@@ -93,14 +93,16 @@ def loadtest_cmd(
     table = Table(title=f"loadtest {url} ({payload}, batch {batch}, {'open loop' if rates else 'closed loop'})",
                   title_justify="left")
     first = ["offered req/s", "peak in flight"] if rates else ["concurrency"]
-    for col in (*first, "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "server RSS MB"):
+    for col in (*first, "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "health p99 ms",
+                "server RSS MB"):
         table.add_column(col, justify="right")
     for r in results:
         rss = f"{r.rss_start_mb:.0f} -> {r.rss_end_mb:.0f}" if r.rss_start_mb and r.rss_end_mb else ""
         err = f"[red]{r.errors}[/] {r.error_kinds}" if r.errors else "0"
         lead = [f"{r.rate:g}", str(r.concurrency)] if rates else [str(r.concurrency)]
         table.add_row(*lead, str(r.requests), err, f"{r.throughput_rps:,.1f}", f"{r.images_per_s:,.1f}",
-                      f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}", rss)
+                      f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+                      f"{r.health_p99_ms:.3f}" if r.health_p99_ms is not None else "", rss)
     console.print(table)
     rows = results_dicts(results)
     if json_out:

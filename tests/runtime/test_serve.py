@@ -263,6 +263,7 @@ def test_loadtest_cli_against_the_server(server, tmp_path):
     levels = json.loads((tmp_path / "l.json").read_text())["levels"]
     assert [lv["concurrency"] for lv in levels] == [1, 4]
     assert all(lv["errors"] == 0 and lv["requests"] > 10 and lv["p50_ms"] <= lv["p99_ms"] for lv in levels)
+    assert all(lv["health_p99_ms"] > 0 for lv in levels)  # health was probed during every level
     assert (tmp_path / "l.csv").read_text().startswith("concurrency,")
 
 
@@ -405,3 +406,41 @@ async def _asgi_async(app, method, path, body=b""):
              "server": ("127.0.0.1", 0), "client": ("127.0.0.1", 1), "root_path": "", "app": app}
     await app(scope, receive, send)
     return next(m["status"] for m in messages if m["type"] == "http.response.start"), messages
+
+
+def test_ready_only_after_every_bucket_ran_and_long_lived_objects_are_frozen(arts):
+    import asyncio
+    import gc
+
+    from runtime.serving.app import ServerState
+    from runtime.serving.batcher import DynamicBatcher
+    from runtime.serving.metrics import Metrics
+    from runtime.serving.server import _load
+
+    class Recorder:
+        static_shapes, buckets = True, (1, 2, 4, 8)
+
+        def __init__(self):
+            self.loaded, self.sizes = False, []
+
+        def load(self):
+            self.loaded = True
+
+        def infer(self, batch):
+            assert self.loaded
+            self.sizes.append(len(batch))
+            return np.zeros((len(batch), 10), np.float32)
+
+        def describe(self):
+            return "recorder"
+
+    backend = Recorder()
+    state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(backend.infer),
+                        metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
+    gc.unfreeze()
+    try:
+        asyncio.run(_load(backend, state, arts))
+        assert state.ready and state.buckets == (1, 2, 4, 8) and backend.sizes == [1, 2, 4, 8]
+        assert gc.get_freeze_count() > 0  # full collections no longer walk the libraries and the model
+    finally:
+        gc.unfreeze()
