@@ -148,12 +148,25 @@ async def _load(backend, state: ServerState, arts: Artifacts) -> None:
         # the collector's sight keeps full collections from pausing every in-flight request for tens of ms.
         gc.collect()
         gc.freeze()
+        _signal_stack()
         state.ready = True
         log.info("ready: %s loaded and warmed up in %.2f s", backend.describe(), time.perf_counter() - t0)
         return
     state.failed = True
     if state.on_fatal is not None:
         state.on_fatal()
+
+
+def _signal_stack() -> None:
+    """Give the main thread an alternate signal stack large enough for this CPU's register state.
+
+    Python installs its signal handlers with SA_ONSTACK, and a library loaded by now can leave the main
+    thread a small alternate stack: on an AVX-512 CPU, the first SIGTERM then overflowed it while the
+    dynamic linker saved the vector registers, and the server died with SIGSEGV instead of draining.
+    faulthandler allocates a stack sized from sysconf(_SC_SIGSTKSZ), and tracebacks on a crash come along."""
+    import faulthandler
+
+    faulthandler.enable()
 
 
 def serve(cfg: ServeConfig) -> int:
