@@ -283,10 +283,6 @@ class BenchResult:
     peak_sources: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    @property
-    def flop_per_image(self) -> float:
-        return self.flops.nominal
-
     def best(self, batch: int, *, peer: bool, precision: str | None = None) -> LatencyStats | None:
         rows = [r for r in self.rows if r.batch == batch and r.peer == peer
                 and (precision is None or precision_class(r) == precision)]
