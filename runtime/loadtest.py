@@ -37,7 +37,7 @@ class LoadResult:
     rss_end_mb: float | None = None
     rate: float | None = None  # open loop: the offered request rate
     protocol: str = "http"
-    health_p99_ms: float | None = None  # GET /v2/health/ready every 20 ms during the level, on its own connection
+    health_p99_ms: float | None = None  # GET /v2/health/ready every 20 ms during the level, from its own process
 
 
 class Connection:
@@ -181,25 +181,52 @@ def _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start,
                       health_p99_ms=float(np.percentile(health, 99) * 1e3) if health else None)
 
 
-async def probe_health(url: str, stop_at: float, every_s: float = 0.02) -> list[float]:
-    """Latencies of GET /v2/health/ready, polled while a level runs: a server that blocks its event loop
-    answers these late even when inference keeps up."""
+def _probe(url: str, every_s: float, started, stop, out) -> None:
+    """The health checker's process: GET /v2/health/ready on its own keep-alive connection every
+    ``every_s`` until told to stop; sends back the latencies of the 200 answers."""
+    import http.client
+
     parts = urlsplit(url)
-    conn, seen = Connection(parts.hostname or "127.0.0.1", parts.port or 80), []
-    try:
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                status, _, _ = await conn.request("GET", "/v2/health/ready")
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                await conn.close()
-                status = 0
-            if status == 200:
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+    seen: list[float] = []
+    started.set()
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", "/v2/health/ready")
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
                 seen.append(time.perf_counter() - t0)
-            await asyncio.sleep(every_s)
-    finally:
-        await conn.close()
-    return seen
+        except (OSError, http.client.HTTPException):
+            conn.close()
+        stop.wait(every_s)
+    conn.close()
+    out.send(seen)
+
+
+class HealthProbe:
+    """Polls /v2/health/ready every 20 ms while a level runs, as a liveness checker would: from a process
+    of its own, so that what it measures is the server's event loop, not the load generator's (whose loop
+    is as busy as the server's and whose GIL it would otherwise share)."""
+
+    def __init__(self, url: str, every_s: float = 0.02) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.started, self.stop = ctx.Event(), ctx.Event()
+        self.recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_probe, args=(url, every_s, self.started, self.stop, send), daemon=True)
+        self.proc.start()
+        if not self.started.wait(60):
+            self.proc.kill()
+            raise InvalidInput("The health probe process did not start.")
+
+    def finish(self) -> list[float]:
+        self.stop.set()
+        seen = self.recv.recv() if self.recv.poll(30) else []
+        self.proc.join(10)
+        return seen
 
 
 async def run_level(make_sender, protocol: str, payloads, concurrency: int, duration_s: float, batch: int,
@@ -208,7 +235,6 @@ async def run_level(make_sender, protocol: str, payloads, concurrency: int, dura
     latencies: list[float] = []
     errors: dict[str, int] = {}
     rss_start = rss_mb(server_pid)
-    stop_at = time.perf_counter() + duration_s
 
     async def worker(offset: int) -> None:
         sender = make_sender()
@@ -225,11 +251,14 @@ async def run_level(make_sender, protocol: str, payloads, concurrency: int, dura
         finally:
             await sender.close()
 
+    probe = HealthProbe(health_url) if health_url else None
     t0 = time.perf_counter()
-    probe = asyncio.create_task(probe_health(health_url, stop_at)) if health_url else None
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    stop_at = t0 + duration_s
+    try:
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    finally:
+        health = probe.finish() if probe else None
     seconds = time.perf_counter() - t0
-    health = await probe if probe else None
     return _result(protocol, concurrency, latencies, errors, seconds, batch, rss_start, server_pid, health=health)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -243,7 +244,30 @@ async def not_found(request: Request, state: ServerState) -> Response:
     raise NotFound(f"No route {request.method} {request.url.path}.")
 
 
-def create_app(state: ServerState, lifespan=None) -> Starlette:
+_INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+
+class App:
+    """The ASGI app: infer calls go straight to their handler; everything else through Starlette's router.
+
+    Infer is nearly every request under load, and Starlette's router and its two exception middlewares cost
+    about as much event-loop time per request as the handler itself: skipping them for this one route lets
+    the loop turn over sooner, so that health checks queued behind a burst of 64 requests answer sooner."""
+
+    def __init__(self, router: Starlette) -> None:
+        self.router, self.state = router, router.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and (m := _INFER_PATH.fullmatch(scope["path"])):
+            scope["app"] = self.router
+            scope["path_params"] = {"model": m[1]} if m[2] is None else {"model": m[1], "version": m[2]}
+            response = await infer(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
+
+
+def create_app(state: ServerState, lifespan=None) -> App:
     m = "/v2/models/{model}"
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
@@ -253,6 +277,6 @@ def create_app(state: ServerState, lifespan=None) -> Starlette:
         Route("/v1/classify", classify, methods=["POST"]), Route("/metrics", metrics),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.server = state
-    return app
+    router = Starlette(routes=routes, lifespan=lifespan)
+    router.state.server = state
+    return App(router)

@@ -15,6 +15,18 @@ from train.errors import InvalidInput
 
 HEADER = "inference-header-content-length"
 
+try:  # ten times faster than json on a tensor of floats: 64 JSON requests arriving at once stall the loop far less
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson comes with the serve extra
+    _fast_loads = json.loads
+
+
+def _loads(head: bytes) -> Any:
+    try:
+        return _fast_loads(head)
+    except ValueError:  # orjson is strict (no NaN literals): the standard parser decides, and words the error
+        return json.loads(head)
+
 
 @dataclass(frozen=True)
 class RequestedOutput:
@@ -43,7 +55,7 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
     else:
         head, binary = body, b""
     try:
-        req = json.loads(head)
+        req = _loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"The request body is not valid JSON ({getattr(exc, 'msg', exc)}).") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
