@@ -28,18 +28,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION) \
 	  || $(BIN)/pip install -q 'torch>=2.5' --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install -q -e '.[dev,openvino,nncf,serve]'
+	$(BIN)/pip install -q -e '.[train,dev,openvino,nncf]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist; nothing is downloaded at run time.
 data: $(STAMP)
-	@$(BIN)/python -c "from train.data import locate; locate()" 2>/dev/null && exit 0; \
+	@$(BIN)/python -c "from resnet_edge.fmnist import locate; locate()" 2>/dev/null && exit 0; \
 	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if command -v apt-get >/dev/null; then \
 	  echo "installing Debian's dataset-fashion-mnist"; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi; \
-	$(BIN)/python -c "from train.data import locate; locate()" 2>/dev/null || { \
+	$(BIN)/python -c "from resnet_edge.fmnist import locate; locate()" 2>/dev/null || { \
 	  echo "Fashion-MNIST is missing. Install it with 'apt-get install dataset-fashion-mnist', or put"; \
 	  echo "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and"; \
 	  echo "t10k-labels-idx1-ubyte.gz in ./data/fashion-mnist/ (or set FASHION_MNIST_DIR=DIR)."; }

@@ -11,8 +11,8 @@ import typer
 from export import DEFAULT_OPSET
 from export.quantize import CalibMethod
 from export.tensorrt import Profile
-from train.cli_util import cli_errors, interrupt_on_signal, make_console
-from train.errors import InvalidInput
+from resnet_edge.cli_util import cli_errors, interrupt_on_signal, make_console
+from resnet_edge.errors import InvalidInput
 
 console = make_console()
 Opt = typer.Option

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 
 
 @torch.no_grad()

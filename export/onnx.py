@@ -21,10 +21,10 @@ from torch import nn
 
 from export import DEFAULT_OPSET
 from export.fold import count_modules, fold_batchnorm
-from train import __version__
-from train.atomic import atomic_path, sha256_file
+from resnet_edge import __version__
+from resnet_edge.atomic import atomic_path, sha256_file
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.errors import ArtifactMismatch, InvalidInput
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
@@ -24,14 +25,16 @@ from rich.table import Table
 
 from export import quantize, tensorrt
 from export.fold import fold_batchnorm
-from export.manifest import MANIFEST, write_manifest
 from export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, _check_opset, export_onnx
 from export.parity import TOLERANCES, ParityStats, interleaved_latency_ms, ort_logits, parity
-from train import __version__
-from train.atomic import sha256_file
+from resnet_edge import __version__
+from resnet_edge.atomic import sha256_file
+from resnet_edge.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
+from resnet_edge.fmnist import training_split
+from resnet_edge.images import to_input
+from runtime.manifest import GOLDEN_FILE, MANIFEST, write_manifest
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.data import load_fashion_mnist, to_input
-from train.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
+from train.data import load_fashion_mnist
 from train.evaluate import predict
 
 
@@ -55,7 +58,8 @@ class ExportConfig:
 
 
 # Files an export writes into --out; anything else there is the user's and is left alone.
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".engine.json", ".plan")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".engine.json", ".plan", ".npz")
+GOLDEN_N = 1000  # enough for INT8's 99% top-1 agreement bound to be resolved (one image is 0.1%)
 
 
 def tool_versions() -> dict[str, str]:
@@ -114,11 +118,12 @@ class _Exporter:
         m, cfg = self.mcfg, self.cfg
         data = load_fashion_mnist(cfg.data_dir)
         self.data, self.labels = data, data.test.labels.numpy()
-        self.test_x = to_input(data.test.images, m.mean, m.std, m.image_size).numpy()
-        self.calib_idx, self.heldout_idx = split_training(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
-        self.calib_x = to_input(data.train.images[self.calib_idx], m.mean, m.std, m.image_size).numpy()
-        self.heldout_x = to_input(data.train.images[self.heldout_idx], m.mean, m.std, m.image_size).numpy()
-        self.heldout_labels = data.train.labels[self.heldout_idx].numpy()
+        train_images = data.train.images.numpy()
+        self.test_x = to_input(data.test.images.numpy(), m.mean, m.std, m.image_size)
+        self.calib_idx, self.heldout_idx = training_split(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
+        self.calib_x = to_input(train_images[self.calib_idx], m.mean, m.std, m.image_size)
+        self.heldout_x = to_input(train_images[self.heldout_idx], m.mean, m.std, m.image_size)
+        self.heldout_labels = data.train.labels.numpy()[self.heldout_idx]
 
     def reference(self) -> None:
         kw = dict(mean=self.mcfg.mean, std=self.mcfg.std, image_size=self.mcfg.image_size)
@@ -132,6 +137,18 @@ class _Exporter:
         if s.max_rel > bound or s.top1_agreement < 1.0:
             raise ArtifactMismatch(f"BN folding changed the logits: max |dlogit| {s.max_abs:.3g} ({s.max_rel:.3g} "
                                    f"of max |logit|, bound {bound}), top-1 agreement {s.top1_agreement:.2%}.")
+
+    def golden(self, staging: Path) -> None:
+        """The golden set: real test images as uint8, their labels and the PyTorch FP32 logits, so that a
+        device without torch or the dataset can verify its artifacts (``resnet-edge parity``)."""
+        n = min(GOLDEN_N, len(self.labels))
+        path = staging / GOLDEN_FILE
+        with open(path, "wb") as fh:  # the staging directory is private; the commit moves it in atomically
+            np.savez_compressed(fh, images=self.data.test.images[:n].numpy(), labels=self.labels[:n].astype(np.int64),
+                                logits=self.ref[:n].astype(np.float32))
+        self.golden_entry = {"path": GOLDEN_FILE, "sha256": sha256_file(path), "n": n,
+                             "images": f"the first {n} Fashion-MNIST test images, uint8",
+                             "logits": "PyTorch FP32, the unfolded checkpoint, eager on the CPU"}
 
     def evaluate(self, path: Path, precision: str, build_s: float, **extra: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -224,6 +241,7 @@ class _Exporter:
                        "train_reported_test_accuracy": s["metrics"].get("test_acc"),
                        "data_sha256": s.get("data_sha256", "")},
             "fold": self.fold_stats.to_dict(),
+            "golden": self.golden_entry,
             "artifacts": self.rows,
             "skipped": self.skipped,
             "decisions": self.decisions,
@@ -250,6 +268,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
             ex.load_data()
             step("PyTorch FP32 reference + BN folding")
             ex.reference()
+            ex.golden(staging)
             onnx_files = ex.onnx_variants(staging, step)
             ex.engines(staging, onnx_files, step)
             bar.update(task, description="done", completed=total)
@@ -294,12 +313,6 @@ def _artifact_entry(path: Path, precision: str, stats: ParityStats, build_s: flo
     }
 
 
-def split_training(n: int, calib_size: int, heldout_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint random index sets of the training images: calibration, and held-out for decisions."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[:calib_size], order[calib_size:calib_size + heldout_size]
-
-
 def u8_variant_decision(s8_ms: float, u8_ms: float, s8: ParityStats, u8: ParityStats) -> tuple[bool, str]:
     """Keep the uint8 CPU variant if it is >= 5% faster or >= 0.1 pt more accurate, and meets the
     runtime's INT8 parity bound; all measured on held-out training images."""
@@ -311,7 +324,8 @@ def u8_variant_decision(s8_ms: float, u8_ms: float, s8: ParityStats, u8: ParityS
 
 
 def _artifact_files(manifest: dict[str, Any]) -> set[str]:
-    return {name for art in manifest["artifacts"] for name in (art["path"], art.get("sidecar")) if name}
+    names = {name for art in manifest["artifacts"] for name in (art["path"], art.get("sidecar")) if name}
+    return names | ({manifest["golden"]["path"]} if manifest.get("golden") else set())
 
 
 def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:

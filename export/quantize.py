@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 
 if TYPE_CHECKING:
     import onnx

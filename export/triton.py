@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from train.atomic import atomic_path, atomic_write_text
+from resnet_edge.atomic import atomic_path, atomic_write_text
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 # The folders model_name() makes, for any ResNet, precision and format: other models in a shared

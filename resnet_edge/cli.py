@@ -6,7 +6,7 @@ import typer
 
 from export import cli as export_cli
 from runtime import cli as runtime_cli
-from runtime import serve_cli
+from runtime import predict_cli, serve_cli
 from train import cli as train_cli
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 train_cli.register(app)
 export_cli.register(app)
 runtime_cli.register(app)
+predict_cli.register(app)
 serve_cli.register(app)
 
 

@@ -1,5 +1,23 @@
-"""Runtime stage: inference backends, parity checks, benchmarking and serving.
+"""Runtime stage, the bottom layer that gets deployed: the manifest, numpy/Pillow preprocessing, the backends,
+parity, bench, serve, loadtest and predict.
 
-May import ``train`` and ``export``. Heavy optional packages (tensorrt, openvino, the
-server stack) are imported inside the functions that need them, never at import time.
+It imports neither ``train`` nor ``export`` and needs no torch (the import-linter contracts in
+``pyproject.toml`` hold it to that); only the torch backend and PyTorch-only options import torch, lazily.
+Heavy optional packages (tensorrt, openvino) are imported inside the functions that need them.
+
+    import runtime
+    with runtime.load("artifacts") as model:
+        print(model.predict("shoe.png", k=3))
 """
+
+from __future__ import annotations
+
+__all__ = ["Prediction", "Predictor", "load"]
+
+
+def __getattr__(name: str):  # the predict API, imported on first use so that `import runtime` stays light
+    if name in __all__:
+        from runtime import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_edge.errors import MissingDependency
 from runtime.spec import Artifacts
 from runtime.variants import Variant
 
@@ -119,14 +120,12 @@ def conv_flops(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, 
 
 def model_flops(arts: Artifacts) -> Flops:
     """FLOPs per image, from the layer shapes of the network the manifest describes."""
+    from runtime import reference
+
+    model = reference.build_model(arts.manifest)  # one sentence, not an ImportError, on an install without torch
     import torch
     from torch import nn
 
-    from train.model import ModelConfig, build_model
-
-    m = arts.manifest["model"]
-    model = build_model(ModelConfig(depth=m["depth"], stem=m["stem"], in_channels=arts.spec.channels,
-                                    num_classes=arts.spec.num_classes, image_size=arts.spec.image_size)).eval()
     nominal = real = 0.0
 
     def hook(mod, inp, out):
@@ -153,6 +152,10 @@ def gemm_peak_gflops(precision: str, device: str = "cpu", sizes: tuple[int, ...]
     and which library reached it. On a CPU the candidates include ONNX Runtime's MLAS and OpenVINO's
     oneDNN kernels, which dispatch to the widest FMA units present (AVX-512 here); PyTorch's MKL and
     numpy's OpenBLAS may not. None where the device has no native GEMM for that precision (fp16 on a CPU)."""
+    from runtime import reference
+
+    if not reference.torch_installed():
+        raise MissingDependency(f"--roofline measures GEMM peaks with PyTorch, which this install lacks ({reference.HINT}).")
     import torch
 
     dev = torch.device(device)
@@ -251,7 +254,8 @@ def _best_time(fn, dev, seconds: float) -> float:
 
 def machine_info() -> dict[str, Any]:
     import onnxruntime
-    import torch
+
+    from runtime import reference
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -259,10 +263,13 @@ def machine_info() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(), "torch": str(torch.__version__),
-            "onnxruntime": onnxruntime.__version__}
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "torch": None, "gpu": None}
+    if reference.torch_installed():
+        import torch
+
+        info.update(torch_threads=torch.get_num_threads(), torch=str(torch.__version__),
+                    gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     try:
         import openvino
 
@@ -277,7 +284,7 @@ class BenchResult:
     machine: dict[str, Any]
     config: BenchConfig
     image_size: int
-    flops: Flops
+    flops: Flops | None  # None without PyTorch, which counts them
     rows: list[LatencyStats] = field(default_factory=list)
     peaks: dict[str, float | None] = field(default_factory=dict)
     peak_sources: dict[str, str] = field(default_factory=dict)
@@ -304,7 +311,8 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"machine": self.machine, "config": asdict(self.config), "image_size": self.image_size,
-                "gflop_per_image": self.flops.nominal / 1e9, "gflop_per_image_real": self.flops.real / 1e9,
+                "gflop_per_image": self.flops.nominal / 1e9 if self.flops else None,
+                "gflop_per_image_real": self.flops.real / 1e9 if self.flops else None,
                 "peaks_gflops": self.peaks, "peak_sources": self.peak_sources,
                 "results": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped}
 
@@ -328,7 +336,9 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
     with each, so that ours and the peers are measured under the same host conditions."""
     import contextlib
 
-    flops = model_flops(arts)
+    from runtime import reference
+
+    flops = model_flops(arts) if reference.available() else None  # counted on the PyTorch model's layers
     result = BenchResult(machine_info(), cfg, arts.spec.image_size, flops)
     max_batch = max(cfg.batches)
     if len(images) < max_batch:

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from train.cli_util import cli_errors, make_console
-from train.errors import InvalidInput
+from resnet_edge.cli_util import cli_errors, make_console
+from resnet_edge.errors import InvalidInput
 
 console = make_console()
 Opt = typer.Option
@@ -50,23 +50,26 @@ def parity_cmd(
     device: Annotated[str, Opt(help="cpu or cuda for the torch and onnxruntime backends.")] = "cpu",
     json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
+    reference: Annotated[str, Opt(help="golden: the golden set in ARTIFACTS_DIR (no torch needed); checkpoint: "
+                                       "PyTorch on the checkpoint over the test set; auto: checkpoint where "
+                                       "torch, checkpoint and data are here, else golden.")] = "auto",
 ) -> None:
     """Compare every artifact on every available backend with the PyTorch FP32 reference."""
-    from runtime.parity import run_parity
-    from runtime.preprocess import load_test_inputs
+    from resnet_edge.atomic import atomic_write_text
+    from runtime.parity import choose_reference, run_parity
     from runtime.report import parity_json, parity_table
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan
-    from train.atomic import atomic_write_text
 
     arts = load_artifacts(artifacts_dir)
-    ckpt = arts.verified_checkpoint(checkpoint)
+    ref = choose_reference(arts, use=reference, checkpoint=checkpoint, limit=limit, data_dir=data_dir)
     wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
-    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, precisions=wanted)
-    x, labels = load_test_inputs(arts.spec, limit, data_dir)
+    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ref.checkpoint or checkpoint, device=device,
+                             precisions=wanted)
     with _progress() as bar:
         task = bar.add_task("reference")
-        report = run_parity(arts, variants, x, labels, checkpoint=ckpt, n_random=random,
+        report = run_parity(arts, variants, ref.x, ref.labels, checkpoint=ref.checkpoint, reference=ref.logits,
+                            n_random=random, description=ref.description,
                             progress=lambda label: bar.update(task, description=f"parity: {label}"))
     report.skipped = skipped
     console.print(parity_table(report))
@@ -79,6 +82,18 @@ def parity_cmd(
         console.print(f"[bold red]parity failed:[/] {failed}")
         raise typer.Exit(1)
     console.print(f"[bold green]all {len(report.rows)} variants within tolerance[/]")
+
+
+def _peer_calibration(arts, data_dir):
+    """Training images for the INT8 peers to calibrate on; None (no INT8 peers) where the dataset is absent."""
+    from resnet_edge.errors import DataError
+    from runtime.preprocess import load_calibration_inputs
+
+    try:
+        return load_calibration_inputs(arts.spec, data_dir=data_dir)
+    except DataError as exc:
+        console.print(f"[yellow]no INT8 peers:[/] they calibrate on training images, and {escape(str(exc))}")
+        return None
 
 
 @cli_errors
@@ -106,7 +121,7 @@ def bench_cmd(
 ) -> None:
     """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
     from runtime.bench import BenchConfig, run_bench
-    from runtime.preprocess import load_calibration_inputs, load_test_inputs
+    from runtime.preprocess import eval_inputs
     from runtime.report import bench_table, speedup_table, write_bench_csv, write_bench_json, write_bench_plot
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan
@@ -120,12 +135,12 @@ def bench_cmd(
     wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
     with _progress() as bar:
         task = bar.add_task("preparing")
-        calib = load_calibration_inputs(arts.spec, data_dir=data_dir) if peers else None
+        calib = _peer_calibration(arts, data_dir) if peers else None
         if peers:
             bar.update(task, description="quantizing the INT8 peers")
         variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
                                  precisions=wanted, threads=threads, peer_calibration=calib)
-        x, labels = load_test_inputs(arts.spec, max(accuracy_images, max(cfg.batches)), data_dir)
+        x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
         result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
                            progress=lambda d: bar.update(task, description=f"bench: {d}"))
     result.skipped = skipped

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,8 @@ class LoadTestConfig:
 
 
 def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
-    from train.data import load_fashion_mnist, pixel_stats, to_input
+    from resnet_edge import fmnist
+    from resnet_edge.images import to_input
 
     if not cfg.url.startswith("http://"):
         raise InvalidInput(f"URL must start with http://, not '{cfg.url}'.")
@@ -349,9 +350,9 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
     auth = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     meta = asyncio.run(_metadata(cfg.url, cfg.model, auth))  # over HTTP: it also proves the server is up
     (inp,), (out,) = meta["inputs"], meta["outputs"]
-    data = load_fashion_mnist(cfg.data_dir)
-    mean, std = pixel_stats(data.train.images)
-    images = to_input(data.test.images[: 256 * cfg.batch], mean, std, inp["shape"][-1]).numpy()
+    data = fmnist.load_arrays(cfg.data_dir)
+    mean, std = fmnist.pixel_stats(data.train_images)
+    images = to_input(data.test_images[: 256 * cfg.batch], mean, std, inp["shape"][-1])
     classes = out["shape"][-1]
     if cfg.protocol == "grpc":
         payloads = grpc_requests(images, cfg.batch, cfg.model, inp["name"], out["name"])

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from export.parity import TOLERANCES, Tolerance, parity, tolerance_failures
+from resnet_edge.errors import InvalidInput
+from resnet_edge.images import to_input
 from runtime.spec import Artifacts
+from runtime.tolerances import TOLERANCES, Tolerance, parity, tolerance_failures
 from runtime.variants import Variant
 
 __all__ = ["TOLERANCES", "ParityReport", "ParityResult", "ParityRow", "Tolerance", "compare", "run_parity"]
@@ -49,18 +51,18 @@ class ParityRow:
     backend: str
     precision: str
     real: ParityResult
-    random: ParityResult
+    random: ParityResult | None  # None where the reference is the golden set (no PyTorch to run random inputs)
     seconds: float
 
     @property
     def passed(self) -> bool:
-        return bool(self.real) and bool(self.random)
+        return bool(self.real) and (self.random is None or bool(self.random))
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "backend": self.backend, "precision": self.precision,
                 "passed": self.passed, "seconds": round(self.seconds, 3),
                 "real": {**asdict(self.real), "delta_acc_pt": self.real.delta_acc_pt},
-                "random": asdict(self.random)}
+                "random": asdict(self.random) if self.random is not None else None}
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ParityReport:
     skipped: list[str] = field(default_factory=list)
     n_real: int = 0
     n_random: int = 0
+    reference: str = "PyTorch FP32 (unfolded checkpoint)"
 
     @property
     def passed(self) -> bool:
@@ -79,9 +82,9 @@ def reference_logits(checkpoint: Path, x: np.ndarray) -> np.ndarray:
     """PyTorch FP32 on the unfolded checkpoint, eager, on CPU: the reference everything is held to."""
     import torch
 
-    from train.checkpoint import load_model
+    from runtime import reference
 
-    model = load_model(checkpoint)
+    model = reference.load_model(checkpoint)
     with torch.inference_mode():
         return np.concatenate([model(torch.from_numpy(x[i:i + 500])).numpy() for i in range(0, len(x), 500)])
 
@@ -90,21 +93,79 @@ def run_batched(backend, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([backend.infer(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What artifacts are held to: model inputs, labels and the PyTorch FP32 logits for them; with a checkpoint
+    (and torch), random inputs too."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray | None  # None: computed from ``checkpoint``
+    checkpoint: Path | None
+    description: str
+
+
+def choose_reference(arts: Artifacts, *, use: str = "auto", checkpoint: Path | None = None, limit: int | None = None,
+                     data_dir: Path | None = None) -> Reference:
+    """``golden``: the golden set in the artifacts (no torch, no dataset needed). ``checkpoint``: PyTorch on the
+    verified checkpoint over the real test set. ``auto``: the checkpoint where torch, the checkpoint and the
+    dataset are all here, else the golden set."""
+    from runtime import reference
+    from runtime.preprocess import load_test_inputs
+
+    if use not in ("auto", "golden", "checkpoint"):
+        raise InvalidInput(f"--reference must be auto, golden or checkpoint, not '{use}'.")
+    if use == "auto":
+        use = "checkpoint" if reference.available() and (checkpoint or arts.checkpoint).is_file() and _has_data(data_dir) \
+            else "golden"
+    if use == "checkpoint":
+        reference.require()  # one sentence if torch or the training stack is missing
+        ckpt = arts.verified_checkpoint(checkpoint)
+        x, labels = load_test_inputs(arts.spec, limit, data_dir)
+        return Reference(x, labels, None, ckpt, f"PyTorch FP32 (unfolded checkpoint): {len(x):,} real test images")
+    images, labels, logits = arts.golden()
+    images, labels, logits = images[:limit], labels[:limit], logits[:limit]
+    x = to_input(images, arts.spec.mean, arts.spec.std, arts.spec.image_size)
+    return Reference(x, labels, logits, None, f"the golden set's PyTorch FP32 logits: {len(x):,} real test images")
+
+
+def _has_data(data_dir: Path | None) -> bool:
+    from resnet_edge import fmnist
+    from resnet_edge.errors import DataError
+
+    try:
+        fmnist.locate(data_dir)
+    except DataError:
+        return False
+    return True
+
+
 def run_parity(arts: Artifacts, variants: list[Variant], test_x: np.ndarray, labels: np.ndarray, *,
-               checkpoint: Path, n_random: int = 256, batch: int = 64, progress=None) -> ParityReport:
+               checkpoint: Path | None = None, reference: np.ndarray | None = None, n_random: int = 256,
+               batch: int = 64, progress=None, description: str | None = None) -> ParityReport:
+    """Every variant against PyTorch FP32 logits: ``reference`` (the golden set's) or computed from
+    ``checkpoint``, which also adds ``n_random`` random inputs."""
     import time
 
+    if reference is None:
+        if checkpoint is None:
+            raise InvalidInput("Parity needs reference logits or the source checkpoint.")
+        reference = reference_logits(checkpoint, test_x)
+    n_random = n_random if checkpoint is not None else 0
     rng = np.random.default_rng(0)
     rand_x = rng.standard_normal((n_random, *arts.spec.chw)).astype(np.float32)
-    ref_real, ref_rand = reference_logits(checkpoint, test_x), reference_logits(checkpoint, rand_x)
+    ref_rand = reference_logits(checkpoint, rand_x) if n_random else None
     report = ParityReport(n_real=len(test_x), n_random=n_random)
+    if description:
+        report.reference = description
     for v in variants:
         if progress:
             progress(v.label)
         t0 = time.perf_counter()
         with v.create(arts, max_batch=batch, buckets=(batch,)) as backend:  # a short last batch is padded
-            real = compare(ref_real, run_batched(backend, test_x, batch), v.precision, labels)
+            real = compare(reference, run_batched(backend, test_x, batch), v.precision, labels)
             # Random inputs have no labels and near-tied logits: gate only the float paths' relative error.
-            rand = compare(ref_rand, run_batched(backend, rand_x, batch), v.precision, gate_accuracy=False)
+            rand = compare(ref_rand, run_batched(backend, rand_x, batch), v.precision, gate_accuracy=False) \
+                if n_random else None
         report.rows.append(ParityRow(v.label, v.backend, v.precision, real, rand, time.perf_counter() - t0))
     return report

@@ -1,9 +1,13 @@
-"""Image -> model input, exactly as training prepared it. The server uses the same code.
+"""Image -> model input, exactly as training prepared it, in numpy and Pillow (no torch).
 
-Any PNG, JPEG or .npy of any size, RGB or gray, becomes the 28x28 uint8 grayscale image
-Fashion-MNIST is made of (PIL antialiased resize), then goes through the training
-pipeline's own ``to_input`` (scale to [0, 1], resize to the model's input size, normalise
-with the manifest's mean/std).
+Any PNG, JPEG, WebP or .npy of any size, RGB or gray, becomes the 28x28 uint8 grayscale image Fashion-MNIST
+is made of (Pillow's bilinear resize), optionally inverted, then goes through the toolkit's one
+``to_input`` (``resnet_edge.images``: scale to [0, 1], resize to the model's input size, normalise with the
+manifest's mean/std). Predict, the server, parity and bench all come through here.
+
+Inversion: Fashion-MNIST shows light garments on a black background; a product photo is usually a dark
+object on a light one. ``invert="auto"`` inverts an image whose border (the outer 2 pixels of the 28x28
+image) is on average brighter than mid-grey; ``"yes"`` and ``"no"`` force it.
 """
 
 from __future__ import annotations
@@ -12,42 +16,57 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from resnet_edge import fmnist
+from resnet_edge.errors import InvalidInput
+from resnet_edge.images import to_input
 from runtime.spec import ModelSpec
-from train.data import load_fashion_mnist, to_input
-from train.errors import InvalidInput
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
+INVERT_CHOICES = ("auto", "yes", "no")
+BORDER = 2
 
 
 def decode(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of a PNG/JPEG/.npy -> uint8 [H, W] grayscale."""
+    """Bytes of a PNG/JPEG/WebP/.npy -> uint8 [H, W] grayscale."""
     if data[:6] == b"\x93NUMPY":
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise InvalidInput(f"{name} is not a readable .npy array ({exc}).") from None
-        return _array_to_gray(arr, name)
+        return to_gray(arr, name)
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise InvalidInput(f"{name} is {img.width}x{img.height}; images over {MAX_PIXELS:,} pixels are refused.")
-            img.load()
-            return np.asarray(img.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InvalidInput(f"{name} cannot be decoded as PNG, JPEG or .npy ({type(exc).__name__}).") from None
+            return from_pil(img, name)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"{name} cannot be decoded as an image ({type(exc).__name__}).") from None
 
 
-def _array_to_gray(arr: np.ndarray, name: str) -> np.ndarray:
+def from_pil(img, name: str = "image") -> np.ndarray:
+    """A PIL image (not yet decoded is fine) -> uint8 [H, W] grayscale, refusing decompression bombs."""
+    if img.width * img.height > MAX_PIXELS:
+        raise InvalidInput(f"{name} is {img.width}x{img.height}; images over {MAX_PIXELS:,} pixels are refused.")
+    img.load()
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def to_gray(arr: np.ndarray, name: str = "image") -> np.ndarray:
+    """An array image ([H, W], [1, H, W], [H, W, 3|4]; uint8, other ints, or floats in [0, 1]) -> uint8 [H, W]."""
+    arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # HWC RGB(A) -> luma, as PIL's "L" does
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    elif arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
     elif arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2:
+    if arr.ndim != 2 or min(arr.shape) < 1:
         raise InvalidInput(f"{name} has shape {list(arr.shape)}; expected [H, W], [1, H, W] or [H, W, 3].")
+    if arr.size > MAX_PIXELS:
+        raise InvalidInput(f"{name} has {arr.size:,} pixels; images over {MAX_PIXELS:,} pixels are refused.")
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInput(f"{name} has dtype {arr.dtype}; expected numbers.")
     if not np.isfinite(arr).all():
         raise InvalidInput(f"{name} contains NaN or Inf values.")
     if arr.dtype != np.uint8:  # floats in [0, 1] or any range of ints
@@ -64,25 +83,71 @@ def to_source_size(gray: np.ndarray, size: int = 28) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
 
 
-def preprocess(images: list[np.ndarray], spec: ModelSpec) -> np.ndarray:
+def needs_inversion(gray: np.ndarray) -> bool:
+    """A light background (the border brighter than mid-grey): the opposite of Fashion-MNIST's."""
+    b = BORDER
+    border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[b:-b, :b].ravel(), gray[b:-b, -b:].ravel()])
+    return float(border.mean()) > 127.5
+
+
+def check_invert(invert: str) -> str:
+    if invert not in INVERT_CHOICES:
+        raise InvalidInput(f"--invert must be one of {', '.join(INVERT_CHOICES)}, not '{invert}'.")
+    return invert
+
+
+def to_source(gray: np.ndarray, spec: ModelSpec, invert: str = "no") -> np.ndarray:
+    """uint8 grayscale of any size -> the uint8 source-size image the model's data is made of."""
+    img = to_source_size(gray, spec.source_size)
+    if check_invert(invert) == "yes" or (invert == "auto" and needs_inversion(img)):
+        img = 255 - img
+    return img
+
+
+def preprocess(images: list[np.ndarray], spec: ModelSpec, invert: str = "no") -> np.ndarray:
     """uint8 grayscale images of any size -> float32 [N, C, H, W] model input."""
-    batch = torch.from_numpy(np.stack([to_source_size(g, spec.source_size) for g in images]))
-    return to_input(batch, spec.mean[0], spec.std[0], spec.image_size).numpy()
+    batch = np.stack([to_source(g, spec, invert) for g in images])
+    return to_input(batch, spec.mean, spec.std, spec.image_size)
 
 
-def load_image_files(paths: list[Path], spec: ModelSpec) -> np.ndarray:
-    return preprocess([decode(Path(p).read_bytes(), str(p)) for p in paths], spec)
+def load_image_files(paths: list[Path], spec: ModelSpec, invert: str = "no") -> np.ndarray:
+    return preprocess([decode(read_file(p), str(p)) for p in paths], spec, invert)
+
+
+def read_file(path: Path) -> bytes:
+    """A file's bytes, or one sentence saying why not."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} does not exist.") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory, not an image file.") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read ({exc.strerror}).") from None
 
 
 def load_test_inputs(spec: ModelSpec, limit: int | None = None, data_dir: Path | None = None):
     """The real test set as model inputs and labels (first ``limit`` images)."""
-    test = load_fashion_mnist(data_dir).test.subset(limit)
-    return to_input(test.images, spec.mean[0], spec.std[0], spec.image_size).numpy(), test.labels.numpy()
+    a = fmnist.load_arrays(data_dir)
+    images, labels = a.test_images[:limit], a.test_labels[:limit]
+    return to_input(images, spec.mean, spec.std, spec.image_size), labels
 
 
 def load_calibration_inputs(spec: ModelSpec, n: int = 300, data_dir: Path | None = None, seed: int = 0) -> np.ndarray:
     """``n`` training images as model inputs: the first of the seeded permutation the export's INT8
     calibration draws from, so that peers calibrate on images our export calibrated on too."""
-    train_split = load_fashion_mnist(data_dir).train
-    idx = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:n]
-    return to_input(train_split.images[idx], spec.mean[0], spec.std[0], spec.image_size).numpy()
+    a = fmnist.load_arrays(data_dir)
+    idx, _ = fmnist.training_split(len(a.train_images), n, 0, seed)
+    return to_input(a.train_images[idx], spec.mean, spec.std, spec.image_size)
+
+
+def eval_inputs(arts, limit: int | None = None, data_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled model inputs: the real test set where the dataset is here, else the artifacts' golden set
+    (an edge device has the artifacts but not the dataset)."""
+    from resnet_edge.errors import DataError
+
+    try:
+        return load_test_inputs(arts.spec, limit, data_dir)
+    except DataError:
+        images, labels, _ = arts.golden()
+        return to_input(images[:limit], arts.spec.mean, arts.spec.std, arts.spec.image_size), labels[:limit]

@@ -12,28 +12,29 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
+from resnet_edge.atomic import atomic_path, atomic_write_text
+from resnet_edge.errors import MissingDependency
 from runtime.bench import BenchResult
 from runtime.parity import ParityReport
-from train.atomic import atomic_path, atomic_write_text
 
 
 def parity_table(report: ParityReport) -> Table:
-    t = Table(title=f"parity vs PyTorch FP32 (unfolded checkpoint): {report.n_real} real test images, "
-                    f"{report.n_random} random inputs")
+    t = Table(title=f"parity vs {report.reference}" + (f", {report.n_random} random inputs" if report.n_random else ""))
     for col in ("variant", "max |Δ| real", "max rel real", "cos min", "top-1 agree", "test acc", "Δacc",
                 "max rel random", "result"):
         t.add_column(col, justify="left" if col in ("variant", "result") else "right")
     for r in report.rows:
         d = r.real.delta_acc_pt
-        why = "; ".join(r.real.failures + r.random.failures)
+        why = "; ".join(r.real.failures + (r.random.failures if r.random else ()))
         t.add_row(r.variant, f"{r.real.max_abs:.2e}", f"{r.real.max_rel:.2e}", f"{r.real.cosine_min:.5f}",
                   f"{r.real.top1_agreement:.2%}", f"{r.real.accuracy:.2%}", f"{d:+.2f} pt",
-                  f"{r.random.max_rel:.2e}", "[green]pass[/]" if r.passed else f"[red]FAIL[/] {why}")
+                  f"{r.random.max_rel:.2e}" if r.random else "-", "[green]pass[/]" if r.passed else f"[red]FAIL[/] {why}")
     return t
 
 
 def parity_json(report: ParityReport) -> str:
-    return json.dumps({"passed": report.passed, "n_real": report.n_real, "n_random": report.n_random,
+    return json.dumps({"passed": report.passed, "reference": report.reference, "n_real": report.n_real,
+                       "n_random": report.n_random,
                        "rows": [r.to_dict() for r in report.rows], "skipped": report.skipped}, indent=2)
 
 
@@ -42,9 +43,10 @@ def header(result: BenchResult) -> str:
     libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "onnxruntime", "openvino") if m.get(k))
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     peaks = ", ".join(f"{p} {g:.0f} ({result.peak_sources.get(p, '?')})" for p, g in result.peaks.items() if g)
+    flops = (f"{result.flops.nominal / 1e9:.3f} GFLOP/image nominal, {result.flops.real / 1e9:.3f} real "
+             "(taps on zero padding left out)") if result.flops else "FLOPs not counted (no PyTorch here)"
     return (f"{m['cpu']} ({m['cores']} cores){gpu}; {libs}; {result.image_size}px input, "
-            f"{result.flops.nominal / 1e9:.3f} GFLOP/image nominal, {result.flops.real / 1e9:.3f} real "
-            f"(taps on zero padding left out); {result.config.rounds} interleaved rounds, p50 = median of round medians"
+            f"{flops}; {result.config.rounds} interleaved rounds, p50 = median of round medians"
             + (f"; measured GEMM peak GFLOP/s: {peaks}" if peaks else ""))
 
 
@@ -112,7 +114,10 @@ def write_bench_csv(result: BenchResult, path: Path) -> Path:
 
 def write_bench_plot(result: BenchResult, path: Path) -> Path:
     """Latency (p50) and throughput against batch size, one line per variant; peers dashed."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency("--plot needs matplotlib (pip install matplotlib).") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

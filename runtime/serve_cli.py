@@ -11,9 +11,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from resnet_edge.cli_util import cli_errors, make_console
+from resnet_edge.errors import InvalidInput, MissingDependency
 from runtime.cli import _ints, _seconds
-from train.cli_util import cli_errors, make_console
-from train.errors import InvalidInput, MissingDependency
 
 console = make_console()
 Opt = typer.Option
@@ -76,8 +76,8 @@ def loadtest_cmd(
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
 ) -> None:
     """Drive a KServe v2 server at each concurrency level; report throughput, latency and errors."""
+    from resnet_edge.atomic import atomic_write_text
     from runtime.loadtest import LoadTestConfig, results_dicts, run_loadtest
-    from train.atomic import atomic_write_text
 
     try:
         rates = tuple(float(r) for r in rate.split(",")) if rate else ()

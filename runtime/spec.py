@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.manifest import read_manifest
-from train.errors import ArtifactMismatch, InvalidInput
+import numpy as np
+
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from runtime.manifest import read_manifest
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Artifacts:
 
     def verified_checkpoint(self, path: Path | None = None) -> Path:
         """The checkpoint, checked against the sha256 the manifest recorded for it."""
-        from train.atomic import sha256_file
+        from resnet_edge.atomic import sha256_file
 
         path = Path(path) if path else self.checkpoint
         if not path.is_file():
@@ -84,6 +86,19 @@ class Artifacts:
             raise ArtifactMismatch(f"{path} is not the checkpoint these artifacts were exported from "
                                    "(its sha256 differs from the manifest's).")
         return path
+
+    def golden(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The golden set export wrote: uint8 test images, their labels and the PyTorch FP32 logits
+        (its sha256 was checked with the rest of the manifest)."""
+        entry = self.manifest.get("golden")
+        if not entry:
+            raise ArtifactMismatch(f"{self.root} has no golden set (it was exported by an older resnet-edge); re-export "
+                                   "it with 'resnet-edge export' to verify it without PyTorch.")
+        try:
+            with np.load(self.root / entry["path"], allow_pickle=False) as z:
+                return z["images"], z["labels"], z["logits"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactMismatch(f"{self.root / entry['path']} is not a readable golden set ({exc}); re-export.") from None
 
     @property
     def reference_accuracy(self) -> float:

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.backends.base import Backend
 from runtime.spec import Artifact, Artifacts
-from train.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,22 @@ class Variant:
 
 
 def _cpu_has_bf16() -> bool:
-    import torch
+    """Native bf16 on this CPU: oneDNN's own answer where torch is installed, else the CPU's flags."""
+    from runtime import reference
 
+    if reference.torch_installed():
+        import torch
+
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
         return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def parse_backends(text: str) -> list[str]:
@@ -112,9 +122,11 @@ def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0,
     from runtime import peers as build
 
     fp32 = arts.find("onnx", "fp32")
+    from runtime import reference
+
     found, skipped = [], []
     common = {"defaults": True, "threads": threads}
-    if ckpt.is_file():
+    if ckpt.is_file() and reference.available():
         found.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
                              {"folded": False, "channels_last": False, "threads": threads}, peer=True))
     if fp32 is None:
@@ -125,10 +137,15 @@ def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0,
         found.append(Variant("openvino", fp32.path, "fp32", "peer: OpenVINO defaults", common, fp32, peer=True))
     if calibration is None:
         return found, skipped
+    import importlib.util
+
     work = build.workdir()
-    ort_q = build.ort_default_int8(fp32.path, calibration, work / "ort_default_int8.onnx")
-    found.append(Variant("onnxruntime", ort_q, "int8", "peer: ONNX Runtime quantize_static defaults", common,
-                         peer=True))
+    if importlib.util.find_spec("onnx") is None:  # ONNX Runtime's quantizer is written on the onnx package
+        skipped.append("The ONNX Runtime INT8 peer needs the 'onnx' package (pip install onnx).")
+    else:
+        ort_q = build.ort_default_int8(fp32.path, calibration, work / "ort_default_int8.onnx")
+        found.append(Variant("onnxruntime", ort_q, "int8", "peer: ONNX Runtime quantize_static defaults", common,
+                             peer=True))
     reason = build.nncf_unavailable()
     if reason:
         skipped.append(reason)

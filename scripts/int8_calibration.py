@@ -16,7 +16,8 @@ import torch
 
 from export import quantize
 from export.parity import parity
-from export.pipeline import ExportConfig, split_training
+from export.pipeline import ExportConfig
+from resnet_edge.fmnist import training_split
 from runtime import peers
 from train.checkpoint import load_model
 from train.data import load_fashion_mnist, to_input
@@ -50,7 +51,7 @@ def main() -> None:
     model, cfg = load_model(ckpt), ExportConfig()
     m = model.config
     data = load_fashion_mnist()
-    calib_idx, held_idx = split_training(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
+    calib_idx, held_idx = training_split(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
 
     def inputs(images):
         return to_input(images, m.mean, m.std, m.image_size).numpy()

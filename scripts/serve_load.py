@@ -23,19 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_peers import PY, free_port, stop, wait_ready  # noqa: E402
-
-
-def loadtest(http: int, grpc: int, pid: int, protocol: str, levels: str, duration: str) -> list[dict]:
-    import subprocess
-
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [*PY, "loadtest", f"http://127.0.0.1:{http}", "--concurrency", levels, "--duration", duration,
-               "--server-pid", str(pid), "--json", f.name]
-        cmd += {"json": ["--json-payload"], "binary": ["--binary"],
-                "grpc": ["--protocol", "grpc", "--grpc-url", f"127.0.0.1:{grpc}"]}[protocol]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(Path(f.name).read_text())["levels"]
+from serve_peers import PY, free_port, loadtest, stop, wait_ready  # noqa: E402
 
 
 def in_process_p50(artifacts: str, label: str) -> float:

@@ -155,7 +155,7 @@ def main() -> None:
                 for protocol in a.protocols.split(","):
                     print(f"round {r + 1}: {kind} {protocol} {a.levels} clients, {a.duration} each", flush=True)
                     for lv in loadtest(http, grpc, proc.pid, protocol, a.levels, a.duration):
-                        rows.append({"round": r + 1, "server": kind, "protocol": protocol, **lv})
+                        rows.append({**lv, "round": r + 1, "server": kind, "protocol": protocol})
             finally:
                 stop(proc)
 
@@ -163,6 +163,8 @@ def main() -> None:
         vals = [x[key] for x in rows if (x["server"], x["protocol"], x["concurrency"]) == (server, protocol, clients)]
         return sum(vals) / len(vals)
 
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    Path(a.out).write_text(json.dumps({"levels": rows}, indent=2))  # the raw levels first, whatever follows
     summary = []
     print(f"\n{'protocol':8} {'clients':>7} {'ours req/s':>10} {'kserve req/s':>12} {'ratio':>6} "
           f"{'ours p50/p99 ms':>16} {'kserve p50/p99 ms':>18} {'errors':>7}")

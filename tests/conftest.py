@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_edge.errors import DataError
 from train.data import FashionMNIST, load_fashion_mnist
-from train.errors import DataError
 
 # Two cores: keep each test process from oversubscribing them.
 torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if os.environ.get("PYTEST_XDIST_WORKER") else os.cpu_count() or 1)

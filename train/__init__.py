@@ -1,7 +1,8 @@
 """Training stage: Fashion-MNIST data, the ResNet family, checkpoints and the training loop.
 
-Nothing here imports ``export`` or ``runtime``; the import-linter contract in
-``pyproject.toml`` keeps it that way.
+Nothing here imports ``export`` or ``runtime``; the import-linter contracts in ``pyproject.toml`` keep it so.
 """
 
-__version__ = "0.1.0"
+from resnet_edge import __version__
+
+__all__ = ["__version__"]

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from train import __version__
-from train.atomic import atomic_path
-from train.errors import CheckpointError
+from resnet_edge import __version__
+from resnet_edge.atomic import atomic_path
+from resnet_edge.errors import CheckpointError
 from train.model import ModelConfig, build_model
 
 FORMAT = "resnet-edge-checkpoint"

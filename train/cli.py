@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from train.cli_util import cli_errors, make_console
+from resnet_edge.cli_util import cli_errors, make_console
+from resnet_edge.errors import InvalidInput
 from train.config import TrainConfig, preset
-from train.errors import InvalidInput
 
 console = make_console()
 Opt = typer.Option
@@ -78,7 +78,7 @@ def eval_cmd(
     device: Annotated[str, Opt()] = "auto",
 ) -> None:
     """Overall and per-class test accuracy and the confusion matrix of a checkpoint."""
-    from train.atomic import atomic_write_text
+    from resnet_edge.atomic import atomic_write_text
     from train.checkpoint import load_model
     from train.data import load_fashion_mnist
     from train.engine import resolve_device

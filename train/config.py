@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 
 
 class Schedule(str, Enum):

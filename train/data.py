@@ -7,9 +7,6 @@ Every batch is built with tensor indexing, never a per-sample Python loop.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,78 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.errors import DataError
-
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-EXPECTED = {"train": 60_000, "test": 10_000}
-SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-HOW_TO_GET = (
-    "install Debian's package with 'apt-get install dataset-fashion-mnist', or put the four "
-    "IDX files (train-images-idx3-ubyte[.gz] ...) in a directory and pass --data-dir DIR "
-    "or set FASHION_MNIST_DIR"
-)
-_IDX_DTYPES = {0x08: np.uint8}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzip-compressed or raw), checking magic, dimensions and size."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"Cannot read IDX file {path}: {exc}.") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number).")
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code not in _IDX_DTYPES or not 1 <= ndim <= 4:
-        raise DataError(f"{path} has an unsupported IDX type 0x{dtype_code:02x} with {ndim} dims.")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated inside its IDX header.")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims)) if dims else 0
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path} holds {len(raw) - header} data bytes but its header {dims} needs {expected}."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def candidate_dirs(data_dir: Path | str | None = None) -> list[Path]:
-    """Directories searched for the dataset, in order."""
-    explicit = data_dir or os.environ.get("FASHION_MNIST_DIR")
-    if explicit:
-        return [Path(explicit)]
-    return [Path("data/fashion-mnist"), Path("data/FashionMNIST/raw"), SYSTEM_DIR]
-
-
-def _find(directory: Path, stem: str) -> Path | None:
-    for name in (stem + ".gz", stem):
-        if (directory / name).is_file():
-            return directory / name
-    return None
-
-
-def locate(data_dir: Path | str | None = None) -> dict[str, Path]:
-    """Return the four IDX paths from the first directory that has all of them."""
-    tried = candidate_dirs(data_dir)
-    for directory in tried:
-        found = {key: _find(directory, stem) for key, stem in FILES.items()}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
-    names = ", ".join(str(d) for d in tried)
-    raise DataError(f"Fashion-MNIST not found (tried {names}); {HOW_TO_GET}.")
+from resnet_edge import fmnist
+from resnet_edge.fmnist import CLASS_NAMES, locate, read_idx  # noqa: F401 - the dataset's API, re-exported for training
+from resnet_edge.images import to_input as to_input_np
 
 
 @dataclass(frozen=True)
@@ -118,32 +46,14 @@ class FashionMNIST:
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
-    x = images.to(torch.float64) / 255.0
-    return round(float(x.mean()), 6), round(float(x.std()), 6)
+    return fmnist.pixel_stats(images.numpy())
 
 
 def load_fashion_mnist(data_dir: Path | str | None = None) -> FashionMNIST:
     """Load all 70k images as uint8 tensors; validates counts and label ranges."""
-    paths = locate(data_dir)
-    arrays = {key: read_idx(path) for key, path in paths.items()}
-    digest = hashlib.sha256()
-    for key in FILES:
-        digest.update(paths[key].read_bytes())
-    splits = {}
-    for split, n in EXPECTED.items():
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DataError(f"{paths[f'{split}_images']} holds images of shape {images.shape[1:]}, not 28x28.")
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(
-                f"{split} split has {len(images)} images but {labels.shape[0]} labels; the files do not belong together."
-            )
-        if len(images) != n:
-            raise DataError(f"{paths[f'{split}_images']} holds {len(images)} images; Fashion-MNIST has {n}.")
-        if labels.max() >= len(CLASS_NAMES):
-            raise DataError(f"{paths[f'{split}_labels']} has label {labels.max()}, outside 0-9.")
-        splits[split] = Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-    return FashionMNIST(splits["train"], splits["test"], digest.hexdigest(), str(paths["train_images"].parent))
+    a = fmnist.load_arrays(data_dir)
+    return FashionMNIST(Split(torch.from_numpy(a.train_images), torch.from_numpy(a.train_labels)),
+                        Split(torch.from_numpy(a.test_images), torch.from_numpy(a.test_labels)), a.sha256, a.source)
 
 
 # --------------------------------------------------------------------------- batching
@@ -191,9 +101,17 @@ def augment_batch(images: torch.Tensor, aug: Augment, gen: torch.Generator) -> t
 def to_input(images: torch.Tensor, mean: float, std: float, image_size: int) -> torch.Tensor:
     """uint8 [B, H, W] -> normalised float32 [B, 1, S, S], exactly as the model was trained.
 
-    Resizing (when ``image_size`` differs from the stored 28) is bilinear without
-    antialiasing; the manifest records this so the runtime can do the same.
+    Resizing (when ``image_size`` differs from the stored 28) is bilinear without antialiasing; the manifest
+    records this. On the CPU this is the toolkit's one numpy implementation (``resnet_edge.images``), which
+    the runtime, export and evaluation use too; images already on a GPU take the same arithmetic in torch
+    (a test holds the two within 1e-6).
     """
+    if images.device.type == "cpu":
+        return torch.from_numpy(to_input_np(images.numpy(), mean, std, image_size))
+    return to_input_torch(images, mean, std, image_size)
+
+
+def to_input_torch(images: torch.Tensor, mean: float, std: float, image_size: int) -> torch.Tensor:
     x = images.unsqueeze(1).to(torch.float32).div_(255.0)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)

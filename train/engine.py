@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from resnet_edge.errors import CheckpointError, InvalidInput
 from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from train.config import Amp, Schedule, TrainConfig
 from train.data import Augment, FashionMNIST, iterate_batches, load_fashion_mnist
-from train.errors import CheckpointError, InvalidInput
 from train.evaluate import predict
 from train.model import ModelConfig, build_model
 

@@ -75,7 +75,7 @@ def plot_confusion(rep: EvalReport, out: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.atomic import atomic_path
+    from resnet_edge.atomic import atomic_path
 
     norm = rep.confusion / np.maximum(rep.confusion.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(8, 7), dpi=110)

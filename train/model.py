@@ -16,7 +16,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 
 STAGES: dict[int, tuple[tuple[int, int], ...]] = {
     18: ((2, 64), (2, 128), (2, 256), (2, 512)),

@@ -7,9 +7,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from resnet_edge.errors import InvalidInput, MissingDependency
 from runtime.backends.base import Backend
 from runtime.spec import ModelSpec
-from train.errors import InvalidInput, MissingDependency
 
 REGISTRY: dict[str, tuple[str, str, str]] = {
     # name: (module, class, the package it needs)
@@ -18,7 +18,8 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "openvino": ("runtime.backends.openvino_backend", "OpenVinoBackend", "openvino"),
     "tensorrt": ("runtime.backends.tensorrt_backend", "TensorRTBackend", "tensorrt"),
 }
-EXTRAS = {"openvino": "pip install 'resnet-edge[openvino]'", "tensorrt": "pip install 'resnet-edge[gpu]'"}
+EXTRAS = {"openvino": "pip install 'resnet-edge[openvino]'", "tensorrt": "pip install 'resnet-edge[gpu]'",
+          "torch": "pip install 'resnet-edge[train]'"}
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from resnet_edge.errors import ArtifactMismatch, InvalidInput, ToolkitError
 from runtime.spec import ModelSpec
-from train.errors import ArtifactMismatch, InvalidInput, ToolkitError
 
 
 class Backend(ABC):

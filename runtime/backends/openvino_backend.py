@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from resnet_edge.errors import InvalidInput
 from runtime.backends.base import Backend
-from train.errors import InvalidInput
 
 
 class OpenVinoBackend(Backend):

@@ -1,23 +1,23 @@
 """Native TensorRT engines through the TensorRT 10/11 named-tensor API.
 
-The engine runs through export's one ``EngineRunner`` (torch CUDA tensors as buffers, no pycuda,
-``execute_async_v3`` on one stream); its sidecar is checked against the running TensorRT and GPU,
-and the batch limit against the engine's optimization profile.
+The engine runs through the one ``EngineRunner`` (``runtime.backends.trt_engine``, which export verifies with
+too): torch CUDA tensors as buffers, no pycuda, ``execute_async_v3`` on one stream. Its sidecar is checked
+against the running TensorRT and GPU, and the batch limit against the engine's optimization profile.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from resnet_edge.errors import InvalidInput
 from runtime.backends.base import Backend
-from train.errors import InvalidInput
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def _load(self) -> None:
-        from export.tensorrt import EngineRunner, engine_max_batch
+        from runtime.backends.trt_engine import EngineRunner, engine_max_batch
 
         profile_max = engine_max_batch(self.source)
         if self.max_batch > profile_max:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from resnet_edge.errors import InvalidInput
 from runtime.backends.base import Backend
-from train.errors import InvalidInput
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -24,8 +24,7 @@ class TorchBackend(Backend):
     def _load(self) -> None:
         import torch
 
-        from export.fold import fold_batchnorm
-        from train.checkpoint import load_model
+        from runtime import reference
 
         if self.precision not in DTYPES:
             raise InvalidInput(f"torch precision must be one of {', '.join(DTYPES)}, not '{self.precision}'.")
@@ -35,9 +34,7 @@ class TorchBackend(Backend):
         if self.precision == "fp16" and self._device.type == "cpu":
             raise InvalidInput("torch fp16 inference needs CUDA; use fp32 or bf16 on CPU.")
         self._threads = int(self.options.get("threads") or 0)
-        model = load_model(self.source)
-        if self.options.get("folded", True):
-            model = fold_batchnorm(model)
+        model = reference.load_model(self.source, folded=self.options.get("folded", True))
         self._dtype = getattr(torch, DTYPES[self.precision])
         self._format = torch.channels_last if self.options.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self._device, self._dtype).to(memory_format=self._format).eval()

@@ -12,19 +12,18 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from resnet_edge import __version__
+from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.batcher import DynamicBatcher
 from runtime.serving.errors import NotFound, NotReady, PayloadTooLarge, ShuttingDown, Unauthorized, status_of
 from runtime.serving.metrics import Metrics
 from runtime.serving.protocol import HEADER, build_response, parse_infer
 from runtime.spec import ModelSpec
-from train import __version__
-from train.errors import InvalidInput, ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
 VERSION = "1"
@@ -196,7 +195,8 @@ async def infer(request: Request, state: ServerState) -> Response:
 
 @endpoint("classify")
 async def classify(request: Request, state: ServerState) -> Response:
-    from runtime.preprocess import decode, preprocess
+    from runtime.predict import top_k
+    from runtime.preprocess import check_invert, decode, preprocess
 
     if not state.ready:
         raise NotReady("The model is still loading; retry shortly.")
@@ -206,18 +206,17 @@ async def classify(request: Request, state: ServerState) -> Response:
         raise InvalidInput("Query parameter k must be an integer.") from None
     if not 1 <= k <= state.spec.num_classes:
         raise InvalidInput(f"Query parameter k must be in 1..{state.spec.num_classes}.")
+    invert = check_invert(request.query_params.get("invert", "no"))
     body = await _body(request, state)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         body = await _multipart_file(request, body)
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
-    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image")], state.spec))
-    logits = (await state.batcher.submit(x, state.request_timeout_s))[0]
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    top = np.argsort(-probs, kind="stable")[:k]
-    return JSONResponse({"model_name": state.model_name, "predictions": [
-        {"label": state.spec.class_names[i], "index": int(i), "probability": float(probs[i])} for i in top]})
+    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image")], state.spec, invert))
+    logits = await state.batcher.submit(x, state.request_timeout_s)
+    (top,) = top_k(logits, k, state.spec.class_names)
+    return JSONResponse({"model_name": state.model_name,
+                         "predictions": [{"label": p.label, "index": p.index, "probability": p.probability} for p in top]})
 
 
 async def _multipart_file(request: Request, body: bytes) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from train.errors import ToolkitError
+from resnet_edge.errors import ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from resnet_edge.errors import ArtifactMismatch, InvalidInput, ToolkitError
 from runtime.serving.batcher import QueueFull, RequestTimeout, ShuttingDown
-from train.errors import ArtifactMismatch, InvalidInput, ToolkitError
 
 
 class NotFound(ToolkitError):

@@ -20,11 +20,11 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from resnet_edge import __version__
+from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.app import VERSION, ServerState
 from runtime.serving.errors import NotFound, NotReady, ShuttingDown, Unauthorized, status_of
 from runtime.serving.protocol import InferRequest, check_finite, check_input, classify_strings, requested_output
-from train import __version__
-from train.errors import InvalidInput, ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_edge.errors import InvalidInput, ToolkitError
+from runtime.predict import Predictor
+from runtime.select import choose_variant
 from runtime.serving.app import ServerState, create_app
 from runtime.serving.batcher import DynamicBatcher
 from runtime.serving.metrics import Metrics
 from runtime.spec import Artifacts, load_artifacts
-from runtime.variants import Variant, parse_backends, plan
-from train.errors import InvalidInput, MissingDependency, ToolkitError
+from runtime.variants import Variant
 
 log = logging.getLogger("resnet_edge.serve")
 API_KEY_ENV = "RESNET_EDGE_API_KEY"
@@ -46,52 +48,6 @@ class ServeConfig:
     log_level: str = "info"
 
 
-def choose_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
-    """An explicit backend/precision, or with ``auto`` the fastest variant here that passes parity.
-
-    Variants are matched on their fields (backend, precision, target), never on their labels."""
-    if cfg.backend == "auto":
-        return auto_variant(arts, cfg)
-    names = parse_backends(cfg.backend)
-    ckpt = arts.verified_checkpoint() if "torch" in names and arts.checkpoint.is_file() else None
-    variants, skipped = plan(arts, names, checkpoint=ckpt, threads=cfg.threads)
-    for v in variants:
-        if v.tag == cfg.precision:
-            return v
-    if skipped and not variants:
-        raise MissingDependency(skipped[0])
-    have = ", ".join(sorted({v.tag for v in variants}))
-    raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
-
-
-def median_latency_s(backend, batch: np.ndarray) -> float:
-    """Median wall time of one call on ``batch`` after a short warm-up."""
-    from runtime.bench import time_calls
-
-    return float(np.median(time_calls(lambda: backend.infer(batch), warmup_s=0.1, duration_s=0.3, iterations=None)))
-
-
-def auto_variant(arts: Artifacts, cfg: ServeConfig) -> Variant:
-    from runtime.parity import run_parity
-    from runtime.preprocess import load_test_inputs
-
-    variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads)
-    variants = [v for v in variants if v.backend != "torch"] or variants  # torch is never the fastest on CPU
-    x, labels = load_test_inputs(arts.spec, 1000)
-    report = run_parity(arts, variants, x, labels, checkpoint=arts.verified_checkpoint(), n_random=32)
-    passed = [v for v, row in zip(variants, report.rows) if row.passed]
-    if not passed:
-        raise InvalidInput("No backend passed parity on this machine; run 'resnet-edge parity' to see why.")
-    batch = np.ascontiguousarray(x[: min(8, cfg.max_batch_size)])
-    timings = []
-    for v in passed:
-        with v.create(arts, max_batch=cfg.max_batch_size, buckets=(len(batch),)) as b:
-            timings.append((median_latency_s(b, batch), v))
-    best = min(timings, key=lambda t: t[0])[1]
-    log.info("auto: %s is the fastest of %d variants that passed parity", best.label, len(passed))
-    return best
-
-
 def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     if not 1 <= cfg.max_batch_size <= 4096:
         raise InvalidInput("--max-batch-size must be in 1..4096.")
@@ -99,9 +55,9 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
         raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout and --max-body-mb must be positive.")
     arts = load_artifacts(cfg.artifacts)
     variant = choose_variant(arts, cfg)
-    backend = variant.create(arts, max_batch=cfg.max_batch_size)
+    predictor = Predictor(arts, variant, max_batch=cfg.max_batch_size, load=False)  # loaded off the event loop
     metrics = Metrics(cfg.max_batch_size)
-    batcher = DynamicBatcher(backend.infer, max_batch_size=cfg.max_batch_size,
+    batcher = DynamicBatcher(predictor.logits, max_batch_size=cfg.max_batch_size,
                              max_queue_delay_us=cfg.max_queue_delay_us, max_queue=cfg.max_queue,
                              on_batch=metrics.on_batch)
     state = ServerState(spec=arts.spec, model_name=cfg.model_name, platform=f"resnet-edge/{variant.label}",
@@ -117,24 +73,25 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
             from runtime.serving.grpc_service import start_grpc
 
             grpc_server = await start_grpc(state, cfg.host, cfg.grpc_port)
-        loader = asyncio.create_task(_load(backend, state, arts))
+        loader = asyncio.create_task(_load(predictor, state, arts))
         yield
         loader.cancel()
         if grpc_server is not None:
             await grpc_server.stop(cfg.drain_timeout_s)  # in-flight calls finish, new ones are refused
         await batcher.stop()
-        backend.close()
+        predictor.close()
 
     return create_app(state, lifespan), state, variant, arts
 
 
-async def _load(backend, state: ServerState, arts: Artifacts) -> None:
+async def _load(predictor: Predictor, state: ServerState, arts: Artifacts) -> None:
     """Load and warm up off the event loop; until then /ready and infer answer 503. A backend that
     cannot load is logged with its cause and stops the server, which then exits non-zero."""
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     try:
-        await loop.run_in_executor(None, backend.load)
+        backend = predictor.backend
+        await loop.run_in_executor(None, predictor.load)
         # Every shape the backend will ever run is compiled (static backends do so in load) and run once.
         for n in backend.buckets if backend.static_shapes else sorted({1, state.max_batch_size}):
             await loop.run_in_executor(None, backend.infer, np.zeros((n, *arts.spec.chw), np.float32))
@@ -150,7 +107,7 @@ async def _load(backend, state: ServerState, arts: Artifacts) -> None:
         gc.freeze()
         _signal_stack()
         state.ready = True
-        log.info("ready: %s loaded and warmed up in %.2f s", backend.describe(), time.perf_counter() - t0)
+        log.info("ready: %s loaded and warmed up in %.2f s", predictor.backend.describe(), time.perf_counter() - t0)
         return
     state.failed = True
     if state.on_fatal is not None:

@@ -4,8 +4,8 @@ from torch import nn
 
 from export.fold import count_modules, fold_batchnorm
 from export.parity import TOLERANCES, parity
+from resnet_edge.errors import InvalidInput
 from train.checkpoint import load_model
-from train.errors import InvalidInput
 from train.evaluate import predict
 from train.model import resnet18
 

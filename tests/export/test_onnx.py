@@ -8,9 +8,9 @@ import torch
 from export.fold import fold_batchnorm
 from export.onnx import export_onnx, op_counts, read_metadata
 from export.parity import TOLERANCES, ort_logits
-from train.atomic import sha256_file
+from resnet_edge.atomic import sha256_file
+from resnet_edge.errors import InvalidInput
 from train.checkpoint import load_model
-from train.errors import InvalidInput
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from export.manifest import read_manifest
 from export.parity import TOLERANCES
-from train.atomic import sha256_file
-from train.errors import ArtifactMismatch
+from resnet_edge.atomic import sha256_file
+from resnet_edge.errors import ArtifactMismatch
+from runtime.manifest import read_manifest
 
 
 def test_manifest_names_verified_artifacts(export_dir, trained_ckpt):
@@ -76,12 +77,13 @@ def test_u8_variant_rule():
 
 
 def test_calibration_and_held_out_splits_are_disjoint_training_images():
-    from export.pipeline import split_training
+    from resnet_edge.fmnist import training_split
 
-    calib, held = split_training(60_000, 1000, 2000, seed=0)
+    calib, held = training_split(60_000, 1000, 2000, seed=0)
     assert len(calib) == 1000 and len(held) == 2000 and not set(calib.tolist()) & set(held.tolist())
-    again = split_training(60_000, 1000, 2000, seed=0)
-    assert all(a.equal(b) for a, b in zip((calib, held), again))
+    again = training_split(60_000, 1000, 2000, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((calib, held), again))
+    assert not np.array_equal(training_split(60_000, 1000, 2000, seed=1)[0], calib)
 
 
 def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
@@ -192,7 +194,7 @@ def test_cli_table_manifest_and_no_stale_files(trained_ckpt, export_dir, tmp_pat
     manifest = read_manifest(out)
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16", "int8"]
     assert sorted(p.name for p in out.iterdir()) == sorted([a["path"] for a in manifest["artifacts"]]
-                                                           + ["manifest.json", "notes.txt"])
+                                                           + ["golden.npz", "manifest.json", "notes.txt"])
     assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_onnx",
                                                       "someone_elses_model"]
 

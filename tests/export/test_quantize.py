@@ -3,10 +3,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.manifest import read_manifest
 from export.onnx import op_counts
 from export.quantize import to_int8
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
+from runtime.manifest import read_manifest
 
 
 def _art(export_dir, precision, target="any"):

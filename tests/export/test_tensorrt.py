@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from export import tensorrt
-from export.manifest import read_manifest
 from export.parity import ort_logits
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from runtime.manifest import read_manifest
 from runtime.parity import TOLERANCES
-from train.errors import ArtifactMismatch, InvalidInput
 
 
 @pytest.fixture(scope="module")

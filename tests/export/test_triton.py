@@ -1,7 +1,7 @@
 import pytest
 
-from export.manifest import read_manifest
 from export.triton import model_name
+from runtime.manifest import read_manifest
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] (dev extra) carries Triton's model-config schema")

@@ -4,9 +4,9 @@ import sys
 import numpy as np
 import pytest
 
+from resnet_edge.errors import InvalidInput, MissingDependency, ToolkitError
 from runtime import backends
 from runtime.parity import TOLERANCES, reference_logits
-from train.errors import InvalidInput, MissingDependency, ToolkitError
 
 CPU_BACKENDS = [b for b in ("torch", "onnxruntime", "openvino") if backends.unavailable_reason(b) is None]
 
@@ -96,7 +96,7 @@ def test_static_backend_pads_to_its_bucket_and_returns_only_the_callers_rows(art
 
 
 def test_backend_load_errors_are_one_sentence(arts, tmp_path):
-    from train.errors import ArtifactMismatch
+    from resnet_edge.errors import ArtifactMismatch
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"garbage")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.preprocess import decode, load_image_files, preprocess
 from train.data import to_input
-from train.errors import InvalidInput
 
 
 def _png(arr, mode="L"):
@@ -75,3 +75,33 @@ def test_npy_with_wrong_rank_or_nan():
         np.save(buf, arr)
         with pytest.raises(InvalidInput, match=match):
             decode(buf.getvalue())
+
+
+@pytest.mark.parametrize("size", [28, 96, 20])
+def test_numpy_preprocessing_agrees_with_the_torch_path_used_in_training(fmnist, size):
+    import torch
+
+    from resnet_edge.images import to_input as to_input_np
+    from train.data import to_input_torch
+
+    images = fmnist.test.images[:2000]
+    ours = to_input_np(images.numpy(), 0.2860, 0.3530, size)
+    theirs = to_input_torch(images, 0.2860, 0.3530, size).numpy()
+    assert ours.shape == theirs.shape == (2000, 1, size, size) and ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() <= 1e-6
+    assert torch.equal(to_input(images, 0.2860, 0.3530, size), torch.from_numpy(ours))  # training's eval path is it
+
+
+def test_invert_auto_judges_the_background(arts, fmnist, tmp_path):
+    from runtime.preprocess import check_invert, needs_inversion, to_source
+
+    img = fmnist.test.images[0].numpy()
+    photo = 255 - img  # a dark garment on a light background, as a product photo
+    assert not needs_inversion(img) and needs_inversion(photo)
+    assert np.array_equal(to_source(photo, arts.spec, "auto"), img)
+    assert np.array_equal(to_source(img, arts.spec, "auto"), img)
+    assert np.array_equal(to_source(photo, arts.spec, "yes"), img)
+    assert np.array_equal(to_source(photo, arts.spec, "no"), photo)
+    assert np.array_equal(preprocess([photo], arts.spec, "auto"), preprocess([img], arts.spec))
+    with pytest.raises(InvalidInput, match="--invert must be one of auto, yes, no"):
+        check_invert("maybe")

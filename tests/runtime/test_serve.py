@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -275,7 +276,7 @@ def test_loadtest_unreachable_server_is_one_sentence():
 
 def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts, monkeypatch):
     import runtime.parity as parity_mod
-    import runtime.serving.server as server
+    import runtime.select as select
     from runtime.serving.server import ServeConfig, choose_variant
 
     real_parity, timed = parity_mod.run_parity, {}
@@ -293,15 +294,15 @@ def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts, monkeyp
         return timed[key]
 
     monkeypatch.setattr(parity_mod, "run_parity", parity_failing_fastest)
-    monkeypatch.setattr(server, "median_latency_s", speed)
+    monkeypatch.setattr(select, "median_latency_s", speed)
     chosen = choose_variant(arts, ServeConfig(artifacts=arts.root, backend="auto"))
     assert ("onnxruntime", "resnet18_int8.onnx") not in timed  # failed parity: never even timed
     assert len(timed) >= 3 and (chosen.backend, chosen.tag) == ("onnxruntime", "fp16")  # fastest of those that passed
 
 
 def test_explicit_backend_and_unknown_precision(arts):
+    from resnet_edge.errors import InvalidInput
     from runtime.serving.server import ServeConfig, choose_variant
-    from train.errors import InvalidInput
 
     chosen = choose_variant(arts, ServeConfig(backend="onnxruntime", precision="int8"))
     assert (chosen.backend, chosen.precision, chosen.target) == ("onnxruntime", "int8", "any")
@@ -336,8 +337,8 @@ def test_serve_with_the_torch_backend(arts):
 def test_a_backend_that_cannot_load_is_logged_and_the_server_exits_non_zero(arts, tmp_path):
     import shutil
 
-    from export.manifest import MANIFEST
-    from train.atomic import sha256_file
+    from resnet_edge.atomic import sha256_file
+    from runtime.manifest import MANIFEST
 
     copy = tmp_path / "a"
     shutil.copytree(arts.root, copy, ignore=shutil.ignore_patterns("triton"))
@@ -439,7 +440,7 @@ def test_ready_only_after_every_bucket_ran_and_long_lived_objects_are_frozen(art
                         metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
     gc.unfreeze()
     try:
-        asyncio.run(_load(backend, state, arts))
+        asyncio.run(_load(SimpleNamespace(backend=backend, load=backend.load), state, arts))  # a Predictor's part
         assert state.ready and state.buckets == (1, 2, 4, 8) and backend.sizes == [1, 2, 4, 8]
         assert gc.get_freeze_count() > 0  # full collections no longer walk the libraries and the model
     finally:

@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
+from resnet_edge.errors import CheckpointError
 from train.checkpoint import load_checkpoint, load_model, save_checkpoint
-from train.errors import CheckpointError
 from train.model import ModelConfig, resnet18
 
 
@@ -47,7 +47,7 @@ def test_no_temporary_files_left_behind(tmp_path):
 def test_atomic_writes_honour_the_umask_without_touching_it(tmp_path, monkeypatch):
     import os
 
-    from train.atomic import atomic_write_text
+    from resnet_edge.atomic import atomic_write_text
 
     previous = os.umask(0o027)
     try:

@@ -37,7 +37,7 @@ def test_onnxruntime_cuda_provider_if_present(export_dir):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} here has no CUDA provider ({ort.get_available_providers()})")
-    from export.manifest import read_manifest
+    from runtime.manifest import read_manifest
 
     art = read_manifest(export_dir)["artifacts"][0]
     sess = ort.InferenceSession(str(export_dir / art["path"]), providers=["CUDAExecutionProvider"])

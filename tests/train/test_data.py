@@ -4,20 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_edge.errors import DataError
+from resnet_edge.fmnist import CLASS_NAMES, candidate_dirs, locate, read_idx
 from tests.conftest import write_idx
-from train.data import (
-    CLASS_NAMES,
-    Augment,
-    Split,
-    augment_batch,
-    candidate_dirs,
-    iterate_batches,
-    load_fashion_mnist,
-    locate,
-    read_idx,
-    to_input,
-)
-from train.errors import DataError
+from train.data import Augment, Split, augment_batch, iterate_batches, load_fashion_mnist, to_input
 
 
 @pytest.mark.parametrize("name", ["imgs-idx3-ubyte", "imgs-idx3-ubyte.gz"])
@@ -85,7 +75,7 @@ def test_wrong_count_is_rejected(tmp_path):
 def test_missing_dataset_names_every_path_tried(tmp_path, monkeypatch):
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("train.data.SYSTEM_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr("resnet_edge.fmnist.SYSTEM_DIR", tmp_path / "nowhere")
     with pytest.raises(DataError) as info:
         locate()
     msg = str(info.value)

@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from resnet_edge.errors import CheckpointError, InvalidInput
 from train.checkpoint import load_checkpoint, load_model
 from train.config import PRESETS, TrainConfig, preset
 from train.engine import lr_at, train
-from train.errors import CheckpointError, InvalidInput
 
 # Small but real: the first 1,024 training and 500 test images of Fashion-MNIST.
 TINY = replace(PRESETS["quick"], epochs=2, batch_size=128, limit_train=1024, limit_test=500,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from train.errors import InvalidInput
+from resnet_edge.errors import InvalidInput
 from train.model import STAGES, BasicBlock, ModelConfig, ResNet, resnet18, resnet34
 
 

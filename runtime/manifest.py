@@ -6,16 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from train.atomic import atomic_write_text, sha256_file
-from train.errors import ArtifactMismatch
+from resnet_edge.atomic import atomic_write_text, sha256_file
+from resnet_edge.errors import ArtifactMismatch
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+GOLDEN_FILE = "golden.npz"  # real test images (uint8), labels and PyTorch FP32 logits: parity without torch
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     """Write atomically, after checking that every artifact it names exists with its hash."""
-    for art in manifest["artifacts"]:
+    for art in manifest["artifacts"] + ([manifest["golden"]] if manifest.get("golden") else []):
         path = out_dir / art["path"]
         if not path.is_file() or sha256_file(path) != art["sha256"]:
             raise ArtifactMismatch(f"Refusing to write a manifest naming {art['path']}, which is missing or changed.")
@@ -35,7 +36,7 @@ def read_manifest(out_dir: Path, *, verify: bool = True) -> dict[str, Any]:
         raise ArtifactMismatch(f"{path} has schema version {manifest.get('schema_version')}; "
                                f"this resnet-edge reads version {SCHEMA_VERSION}.")
     if verify:
-        for art in manifest.get("artifacts", []):
+        for art in manifest.get("artifacts", []) + ([manifest["golden"]] if manifest.get("golden") else []):
             file = Path(out_dir) / art["path"]
             if not file.is_file():
                 raise ArtifactMismatch(f"{path} names {art['path']}, which does not exist.")

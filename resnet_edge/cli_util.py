@@ -11,9 +11,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from train.errors import ToolkitError
+from resnet_edge.errors import ToolkitError
 
 err_console = Console(stderr=True)
+TRAIN_STACK = ("torch", "onnx", "onnxscript", "matplotlib")  # the [train] extra: absent on an edge install
 _signalled = False  # set once SIGTERM/SIGINT arrived: whatever breaks afterwards is the interruption
 
 
@@ -42,6 +43,13 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _report_interrupt()
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in TRAIN_STACK:
+                raise
+            sentence = (f"This command needs {exc.name.split('.')[0]}, which this install (the edge runtime) lacks: "
+                        "pip install 'resnet-edge[train]'.")
+            err_console.print(f"[bold red]error:[/] {escape(sentence)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except Exception:
             # An interrupt that lands inside a library (an import, a C extension) can surface as
             # that library's own error; it is still the interruption, not a bug.

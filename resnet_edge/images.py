@@ -1,0 +1,55 @@
+"""Model input from uint8 images, in numpy: the one preprocessing implementation of the toolkit.
+
+The runtime (predict, serve, parity, bench), export's evaluation and calibration, and training's evaluation
+transform all call :func:`to_input`. It scales to [0, 1], resizes bilinearly when the model's input size
+differs from the stored image size (half-pixel centres, no antialiasing: what ``torch.nn.functional.interpolate``
+does with ``mode="bilinear", align_corners=False``, which training used and the manifest records), and
+normalises with the manifest's mean and std. A test holds it to the torch path within 1e-6.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a 1-D bilinear resize, as PyTorch computes them (align_corners=False)."""
+    scale = np.float32(n_in) / np.float32(n_out)  # in float32, then the source position in double, as ATen does
+    src = np.maximum(np.float64(scale) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5, 0).astype(np.float32)
+    lo = np.minimum(src.astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = (src - lo).astype(np.float32)
+    return lo, hi, w
+
+
+def resize_bilinear(x: np.ndarray, size: int) -> np.ndarray:
+    """float32 [..., H, W] -> [..., size, size], bilinear with half-pixel centres and no antialiasing."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    # Along W first, then H: PyTorch's order of operations, so that results agree to float32 rounding.
+    lo, hi, wx = _taps(w, size)
+    cols = x[..., lo] * (1 - wx) + x[..., hi] * wx
+    lo, hi, wy = _taps(h, size)
+    return (cols[..., lo, :] * (1 - wy)[:, None] + cols[..., hi, :] * wy[:, None]).astype(np.float32, copy=False)
+
+
+def to_input(images: np.ndarray, mean, std, image_size: int) -> np.ndarray:
+    """uint8 [N, H, W] (gray) or [N, H, W, C] -> normalised float32 [N, C, S, S].
+
+    ``mean`` and ``std`` are per channel (a sequence) or one number for every channel."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4:
+        images = images.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"expected uint8 images [N, H, W] or [N, H, W, C], not shape {list(images.shape)}")
+    x = images.astype(np.float32) / np.float32(255.0)
+    x = resize_bilinear(x, image_size)
+    c = x.shape[1]
+    m = np.asarray(mean, np.float32).reshape(-1)
+    s = np.asarray(std, np.float32).reshape(-1)
+    if m.size not in (1, c) or s.size not in (1, c):
+        raise ValueError(f"mean/std have {m.size}/{s.size} values for {c} channels")
+    return np.ascontiguousarray((x - m.reshape(1, -1, 1, 1)) / s.reshape(1, -1, 1, 1), dtype=np.float32)

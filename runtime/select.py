@@ -1,0 +1,72 @@
+"""Which variant to run: the one asked for, or with ``auto`` the fastest one here that passes parity.
+
+Used by ``resnet-edge serve``, ``resnet-edge predict`` and ``runtime.load``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from resnet_edge.errors import InvalidInput, MissingDependency
+from runtime.spec import Artifacts
+from runtime.variants import Variant, parse_backends, plan
+
+log = logging.getLogger("resnet_edge.serve")
+
+
+class Choice(Protocol):
+    backend: str
+    precision: str
+    threads: int
+    max_batch_size: int
+
+
+def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
+    """An explicit backend/precision, or with ``auto`` the fastest variant here that passes parity.
+
+    Variants are matched on their fields (backend, precision, target), never on their labels."""
+    if cfg.backend == "auto":
+        return auto_variant(arts, cfg)
+    names = parse_backends(cfg.backend)
+    ckpt = arts.verified_checkpoint() if "torch" in names and arts.checkpoint.is_file() else None
+    variants, skipped = plan(arts, names, checkpoint=ckpt, threads=cfg.threads)
+    for v in variants:
+        if v.tag == cfg.precision:
+            return v
+    if skipped and not variants:
+        raise MissingDependency(skipped[0])
+    have = ", ".join(sorted({v.tag for v in variants}))
+    raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
+
+
+def median_latency_s(backend, batch: np.ndarray) -> float:
+    """Median wall time of one call on ``batch`` after a short warm-up."""
+    from runtime.bench import time_calls
+
+    return float(np.median(time_calls(lambda: backend.infer(batch), warmup_s=0.1, duration_s=0.3, iterations=None)))
+
+
+def auto_variant(arts: Artifacts, cfg: Choice) -> Variant:
+    """The fastest variant here that passes parity: against the checkpoint where torch and the dataset are
+    installed, else against the golden set in the artifacts (an edge device has neither)."""
+    from runtime.parity import choose_reference, run_parity
+
+    variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads)
+    variants = [v for v in variants if v.backend != "torch"] or variants  # torch is never the fastest on CPU
+    ref = choose_reference(arts, limit=1000)
+    report = run_parity(arts, variants, ref.x, ref.labels, checkpoint=ref.checkpoint, reference=ref.logits,
+                        n_random=32)
+    passed = [v for v, row in zip(variants, report.rows) if row.passed]
+    if not passed:
+        raise InvalidInput("No backend passed parity on this machine; run 'resnet-edge parity' to see why.")
+    batch = np.ascontiguousarray(ref.x[: min(8, cfg.max_batch_size)])
+    timings = []
+    for v in passed:
+        with v.create(arts, max_batch=cfg.max_batch_size, buckets=(len(batch),)) as b:
+            timings.append((median_latency_s(b, batch), v))
+    best = min(timings, key=lambda t: t[0])[1]
+    log.info("auto: %s is the fastest of %d variants that passed parity (%s)", best.label, len(passed),
+             ref.description)
+    return best
