@@ -104,13 +104,15 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
             elif name == "tensorrt" and art.format == "tensorrt":
                 variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art,
                                         target=art.target))
-    if precisions:
-        variants = [v for v in variants if v.precision in precisions]
+    if precisions:  # a precision (int8: every INT8 variant) or a tag (int8-cpu: that one)
+        variants = [v for v in variants if v.precision in precisions or v.tag in precisions]
     if peers:
         peer_list, peer_skipped = peer_variants(arts, ckpt, threads=threads, calibration=peer_calibration)
         variants += [p for p in peer_list if not precisions or p.precision in precisions]
         skipped += peer_skipped
     if not variants:
+        if precisions and not skipped:
+            raise InvalidInput(f"No variant here has precision {', '.join(sorted(precisions))}.")
         raise InvalidInput("No backend can run here: " + " ".join(skipped))
     return variants, skipped
 

@@ -63,6 +63,8 @@ def main() -> None:
         report["soak"] = loadtest(http, grpc, proc.pid, "binary", "64", a.soak)[0]
     finally:
         stop(proc)
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=2))  # the load figures first, whatever follows
     report["in_process_p50_ms"] = base = in_process_p50(a.artifacts, label)
 
     lv = report["levels"]
