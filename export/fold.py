@@ -35,19 +35,46 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused.to(conv.weight.device).eval()
 
 
-def _bn_partner(conv_name: str) -> str:
-    """Name of the BN that follows a conv, by the model's naming convention."""
-    head, _, leaf = conv_name.rpartition(".")
-    bn_leaf = "bn" if leaf == "conv" else leaf.replace("conv", "bn")
-    return f"{head}.{bn_leaf}" if head else bn_leaf
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BN) module pairs to fold, found by structure, not by name: in the graph torch.fx traces, a BN whose
+    input is a conv's output that feeds nothing else. A model fx cannot trace falls back to its module tree:
+    each BN pairs with the conv registered just before it under the same parent. (Export then holds the folded
+    model to the unfolded one, so a pairing that changed the function could not pass unnoticed.)"""
+    modules = dict(model.named_modules())
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # fx raises many kinds (TraceError, NotImplementedError, TypeError...) on untraceable code
+        return _pairs_by_order(model)
+    pairs = []
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
+            src = node.args[0] if node.args else None
+            if (isinstance(src, torch.fx.Node) and src.op == "call_module"
+                    and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1):
+                pairs.append((str(src.target), str(node.target)))
+    return pairs
+
+
+def _pairs_by_order(model: nn.Module) -> list[tuple[str, str]]:
+    pairs = []
+    for parent_name, parent in model.named_modules():
+        last_conv = None
+        for name, child in parent.named_children():
+            full = f"{parent_name}.{name}" if parent_name else name
+            if isinstance(child, nn.Conv2d):
+                last_conv = full
+            elif isinstance(child, nn.modules.batchnorm._BatchNorm) and last_conv is not None:
+                pairs.append((last_conv, full))
+                last_conv = None
+    return pairs
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Return a new eval-mode model in which every BatchNorm is folded into its conv.
+    """Return a new eval-mode model in which every BatchNorm is folded into the conv that feeds it.
 
-    Pairs are found by name (``conv1``/``bn1``, ``shortcut.conv``/``shortcut.bn``); each
-    BN is replaced by ``nn.Identity``. A BN with no conv partner, or a model in training
-    mode (whose BN would use batch statistics), is an error.
+    Pairs come from the model's structure (:func:`conv_bn_pairs`): the stem's ``conv1``/``bn1``, each block's
+    two or three conv/BN pairs and its ``downsample`` projection. Each BN is replaced by ``nn.Identity``. A BN with
+    no conv to fold into, or a model in training mode (whose BN would use batch statistics), is an error.
     """
     if model.training:
         raise InvalidInput("fold_batchnorm needs a model in eval mode; call model.eval() first, "
@@ -56,14 +83,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     modules = dict(folded.named_modules())
     bns = {n for n, m in modules.items() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     paired = set()
-    for name, conv in list(modules.items()):
-        if not isinstance(conv, nn.Conv2d):
-            continue
-        bn_name = _bn_partner(name)
-        if bn_name in bns:
-            _set(folded, name, fuse_conv_bn(conv, modules[bn_name]))
-            _set(folded, bn_name, nn.Identity())
-            paired.add(bn_name)
+    for conv_name, bn_name in conv_bn_pairs(folded):
+        _set(folded, conv_name, fuse_conv_bn(modules[conv_name], modules[bn_name]))
+        _set(folded, bn_name, nn.Identity())
+        paired.add(bn_name)
     orphans = sorted(bns - paired)
     if orphans:
         raise InvalidInput(f"BatchNorm '{orphans[0]}' follows no conv it can be folded into.")

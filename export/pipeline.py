@@ -231,8 +231,8 @@ class _Exporter:
         return {
             "model": {"name": self.name, "depth": m.depth, "stem": m.stem, "num_classes": m.num_classes,
                       "class_names": list(m.class_names)},
-            "preprocessing": {"image_size": m.image_size, "channels": m.in_channels, "mean": [m.mean] * m.in_channels,
-                              "std": [m.std] * m.in_channels, "scale": 1 / 255, "resize": m.resize,
+            "preprocessing": {"image_size": m.image_size, "channels": m.in_channels, "mean": list(m.mean_per_channel),
+                              "std": list(m.std_per_channel), "scale": 1 / 255, "resize": m.resize,
                               "layout": "NCHW", "source_size": 28},
             "io": {"input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, m.in_channels, m.image_size, m.image_size]},
                    "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, m.num_classes]}},

@@ -21,7 +21,7 @@ from torch import nn
 from resnet_edge import __version__
 from resnet_edge.atomic import atomic_path
 from resnet_edge.errors import CheckpointError
-from train.model import ModelConfig, build_model
+from train.model import ModelConfig, build_model, upgrade_state_dict
 
 FORMAT = "resnet-edge-checkpoint"
 VERSION = 1
@@ -113,7 +113,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: Path | str = "checkpoint")
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an invalid model config ({_first_line(exc)}).") from None
     expected = model.state_dict()
-    got = ckpt["state_dict"]
+    got = upgrade_state_dict(ckpt["state_dict"])  # checkpoints from before torchvision's names load too
     missing = sorted(set(expected) - set(got))
     unexpected = sorted(set(got) - set(expected))
     shapes = [k for k in expected if k in got and tuple(got[k].shape) != tuple(expected[k].shape)]

@@ -33,7 +33,7 @@ def train_cmd(
     threads: Annotated[Optional[int], Opt(help="CPU threads; 0 uses every core.")] = None,
     channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last")] = None,
     amp: Annotated[Optional[str], Opt(help="auto, none, bf16 or fp16 (CUDA only).")] = None,
-    depth: Annotated[Optional[int], Opt(help="18 or 34.")] = None,
+    depth: Annotated[Optional[int], Opt(help="18, 34, 50, 101 or 152 (torchvision's layouts).")] = None,
     stem: Annotated[Optional[str], Opt(help="imagenet (7x7/2 + max-pool) or small (3x3/1).")] = None,
     image_size: Annotated[Optional[int], Opt(help="Input size; 28 native, 96 the classic resized recipe.")] = None,
     crop_padding: Annotated[Optional[int], Opt(help="Padding of the random crop; 0 disables it.")] = None,
@@ -113,6 +113,44 @@ def _confusion_table(rep) -> Table:
     return table
 
 
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"{what} must be comma-separated numbers, not '{text}'.") from None
+
+
+@cli_errors
+def import_cmd(
+    weights: Annotated[Path, typer.Argument(help="A torchvision ResNet state_dict (.pt/.pth), plain or wrapped.")],
+    arch: Annotated[str, Opt(help="resnet18, resnet34, resnet50, resnet101 or resnet152.")],
+    num_classes: Annotated[int, Opt(help="Classes of the weights' head.")],
+    image_size: Annotated[int, Opt(help="Input size the model expects (e.g. 224).")],
+    out: Annotated[Path, Opt(help="The project checkpoint to write.")],
+    channels: Annotated[int, Opt(help="Input channels.")] = 3,
+    mean: Annotated[Optional[str], Opt(help="Per-channel mean, e.g. 0.485,0.456,0.406 (ImageNet's for 3 channels).")] = None,
+    std: Annotated[Optional[str], Opt(help="Per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's for 3 channels).")] = None,
+    classes: Annotated[Optional[Path], Opt(help="A file with one class name a line, in the head's order.")] = None,
+    data: Annotated[Optional[Path], Opt(help="An image-folder dataset: its class folders, sorted, name the classes.")] = None,
+) -> None:
+    """Turn a torchvision ResNet state_dict into a checkpoint that export, parity, bench and serve take."""
+    from train.importer import import_weights
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"Cannot create {out.parent}: {exc.strerror}.") from None
+    done = import_weights(weights, arch=arch, num_classes=num_classes, image_size=image_size, out=out,
+                          channels=channels, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), classes=classes,
+                          data=data)
+    cfg = done["config"]
+    console.print(f"[bold green]imported[/] {done['tensors']} tensors as {arch} ({cfg.in_channels} channels, "
+                  f"{cfg.num_classes} classes, {cfg.image_size} px) into {out}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("eval")(eval_cmd)
+    app.command("import")(import_cmd)

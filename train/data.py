@@ -111,7 +111,10 @@ def to_input(images: torch.Tensor, mean: float, std: float, image_size: int) -> 
     return to_input_torch(images, mean, std, image_size)
 
 
-def to_input_torch(images: torch.Tensor, mean: float, std: float, image_size: int) -> torch.Tensor:
+def to_input_torch(images: torch.Tensor, mean, std, image_size: int) -> torch.Tensor:
+    if isinstance(mean, (tuple, list)) or isinstance(std, (tuple, list)):  # per channel
+        mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     x = images.unsqueeze(1).to(torch.float32).div_(255.0)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)

@@ -1,11 +1,11 @@
-"""The ResNet family of He et al. (2015), with the architecture given as data.
+"""The ResNet family of He et al. (2015) with torchvision's exact module layout, the architecture given as data.
 
-``resnet18(in_channels=1, num_classes=10)`` is the seed network of DEVELOPERS.md:
-a 7x7/2 stem with 64 channels, BN, ReLU and a 3x3/2 max-pool, four stages of two
-basic blocks (64/128/256/512 channels), global average pooling and a linear head.
-Every conv that feeds a BatchNorm has ``bias=False`` and a named partner
-(``conv1``/``bn1``, ``conv2``/``bn2``, ``shortcut.conv``/``shortcut.bn``), so that
-BN folding in the export stage is a walk over known pairs.
+``resnet18(in_channels=1, num_classes=10)`` is the seed network of DEVELOPERS.md: a 7x7/2 stem with 64 channels,
+BN, ReLU and a 3x3/2 max-pool, four stages of two basic blocks (64/128/256/512 channels), global average pooling
+and a linear head. ResNet-34 has basic blocks too; ResNet-50/101/152 have bottleneck blocks, with the stride on
+the 3x3 conv. Module names are torchvision's (``conv1``, ``bn1``, ``layer{1..4}.{i}.conv1/bn1/conv2/bn2[/conv3/
+bn3]``, ``downsample.0/.1``, ``fc``), so a torchvision ``state_dict`` loads with no renaming. Every conv that feeds
+a BatchNorm has ``bias=False``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ from torch import nn
 
 from resnet_edge.errors import InvalidInput
 
-STAGES: dict[int, tuple[tuple[int, int], ...]] = {
-    18: ((2, 64), (2, 128), (2, 256), (2, 512)),
-    34: ((3, 64), (4, 128), (6, 256), (3, 512)),
+# depth: (block, blocks per stage); the stages are 64/128/256/512 wide (x4 at a Bottleneck's output).
+STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
 }
+WIDTHS = (64, 128, 256, 512)
+# Checkpoints written before the module names followed torchvision's: old prefix -> new prefix.
+LEGACY_NAMES = ((".shortcut.conv.", ".downsample.0."), (".shortcut.bn.", ".downsample.1."))
 
 
 class Stem(str, Enum):
@@ -39,51 +46,105 @@ class ModelConfig:
     num_classes: int = 10
     image_size: int = 28
     class_names: tuple[str, ...] = field(default_factory=tuple)
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple[float, ...] = 0.0  # one value for every channel, or one per channel
+    std: float | tuple[float, ...] = 1.0
     resize: str = "bilinear"
+
+    @property
+    def mean_per_channel(self) -> tuple[float, ...]:
+        return _per_channel(self.mean, self.in_channels)
+
+    @property
+    def std_per_channel(self) -> tuple[float, ...]:
+        return _per_channel(self.std, self.in_channels)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["class_names"] = list(self.class_names)
+        for key in ("mean", "std"):
+            d[key] = list(d[key]) if isinstance(d[key], tuple) else d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["class_names"] = tuple(known.get("class_names", ()))
+        for key in ("mean", "std"):
+            if isinstance(known.get(key), list):
+                known[key] = tuple(float(v) for v in known[key])
         return cls(**known)
 
 
-class Shortcut(nn.Module):
-    """1x1 projection + BN on the shortcut of a block that changes shape."""
+def _per_channel(value: float | tuple[float, ...], channels: int) -> tuple[float, ...]:
+    values = tuple(value) if isinstance(value, (tuple, list)) else (float(value),) * channels
+    if len(values) != channels:
+        raise InvalidInput(f"{len(values)} mean/std values for {channels} channels.")
+    return values
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
+    """1x1 projection + BN on the shortcut of a block that changes shape (torchvision's ``downsample``)."""
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
 
 
 class BasicBlock(nn.Module):
-    """ReLU(F(x) + shortcut(x)) with F = conv3x3-BN-ReLU-conv3x3-BN."""
+    """ReLU(F(x) + shortcut(x)) with F = conv3x3-BN-ReLU-conv3x3-BN (ResNet-18/34)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv1 = nn.Conv2d(in_ch, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        needs_projection = stride != 1 or in_ch != out_ch
-        self.shortcut: nn.Module = Shortcut(in_ch, out_ch, stride) if needs_projection else nn.Identity()
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = _downsample(in_ch, width, stride)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """ReLU(F(x) + shortcut(x)) with F = conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1-BN (ResNet-50/101/152). The
+    stride sits on the 3x3 conv, as in torchvision ("ResNet V1.5")."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(in_ch, out_ch, stride)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(nn.Module):
@@ -101,12 +162,15 @@ class ResNet(nn.Module):
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
+        kind, counts = STAGES[config.depth]
+        block = BLOCKS[kind]
         in_ch = 64
-        for i, (blocks, width) in enumerate(STAGES[config.depth], start=1):
+        for i, (blocks, width) in enumerate(zip(counts, WIDTHS), start=1):
             stride = 1 if i == 1 else 2
-            layers = [BasicBlock(in_ch, width, stride)] + [BasicBlock(width, width) for _ in range(blocks - 1)]
+            layers = [block(in_ch, width, stride)]
+            in_ch = width * block.expansion
+            layers += [block(in_ch, width) for _ in range(blocks - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*layers))
-            in_ch = width
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, config.num_classes)
         self._init_weights()
@@ -120,8 +184,8 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         # Zero-init the last BN of each residual branch, so each block starts as identity.
         for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                nn.init.zeros_(m.last_bn.weight)
 
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
@@ -150,6 +214,28 @@ def resnet18(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
 
 def resnet34(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
     return _resnet(34, in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def resnet50(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
+    return _resnet(50, in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def resnet101(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
+    return _resnet(101, in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def resnet152(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
+    return _resnet(152, in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def upgrade_state_dict(state_dict: dict) -> dict:
+    """A state_dict with the module names of checkpoints written before torchvision's layout mapped to it."""
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in LEGACY_NAMES:
+            key = key.replace(old, new)
+        out[key] = value
+    return out
 
 
 def build_model(config: ModelConfig) -> ResNet:

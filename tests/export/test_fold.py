@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from export.fold import count_modules, fold_batchnorm
+from export.fold import conv_bn_pairs, count_modules, fold_batchnorm
 from export.parity import TOLERANCES, parity
 from resnet_edge.errors import InvalidInput
 from train.checkpoint import load_model
 from train.evaluate import predict
-from train.model import resnet18
+from train.model import resnet18, resnet50
 
 FOLD_RTOL = TOLERANCES["fp32"].max_rel  # folding must be exact up to float32 rounding
 
@@ -41,10 +41,36 @@ def test_folded_matches_original_and_has_no_bn(stem):
 def test_shortcut_projection_is_folded():
     model = _randomised(resnet18())
     folded = fold_batchnorm(model)
-    sc, ref_sc = folded.layer3[0].shortcut, model.layer3[0].shortcut
-    assert isinstance(sc.bn, nn.Identity) and sc.conv.bias is not None
+    sc, ref_sc = folded.layer3[0].downsample, model.layer3[0].downsample
+    assert isinstance(sc[1], nn.Identity) and sc[0].bias is not None
     x = torch.randn(2, 128, 4, 4)
     assert torch.allclose(sc(x), ref_sc(x), atol=1e-5)
+
+
+def test_bottleneck_blocks_fold_all_four_bns_by_structure():
+    model = _randomised(resnet50(in_channels=3, num_classes=7))
+    assert len(conv_bn_pairs(model)) == 53  # the stem, 16 blocks x 3, and 4 downsample projections
+    folded = fold_batchnorm(model)
+    x = torch.randn(2, 3, 64, 64)
+    ref, out = model(x), folded(x)
+    assert count_modules(folded, nn.BatchNorm2d) == 0
+    assert (out - ref).abs().max() <= FOLD_RTOL * ref.abs().max()
+
+
+def test_pairs_come_from_the_graph_not_the_names():
+    class Odd(nn.Module):  # names that no pattern would pair, and a BN registered before its conv
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm2d(4)
+            self.first = nn.Conv2d(1, 4, 3, bias=False)
+
+        def forward(self, x):
+            return self.norm(self.first(x))
+
+    model = _randomised(Odd())
+    assert conv_bn_pairs(model) == [("first", "norm")]
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(fold_batchnorm(model)(x), model(x), atol=1e-5)
 
 
 def test_fold_is_computed_in_float64():

@@ -126,3 +126,20 @@ def test_cli_bad_checkpoint_is_one_sentence_exit_2(tmp_path, content):
     assert "Traceback" not in res.stderr and res.stderr.count("error:") == 1
     assert str(bad) in res.stderr
     assert out.read_text() == "keep me" and bad.read_bytes() == content
+
+
+def test_checkpoints_from_before_torchvisions_names_still_load(tmp_path):
+    torch.manual_seed(1)
+    model = resnet18().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2)
+    path = _save(tmp_path / "new.pt", model)
+    ckpt = torch.load(path, weights_only=True)
+    old = {k.replace(".downsample.0.", ".shortcut.conv.").replace(".downsample.1.", ".shortcut.bn."): v
+           for k, v in ckpt["state_dict"].items()}
+    assert "layer2.0.shortcut.conv.weight" in old and not any("downsample" in k for k in old)
+    torch.save({**ckpt, "state_dict": old}, tmp_path / "old.pt")  # as the seed wrote them
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(load_model(tmp_path / "old.pt")(x), model(x))

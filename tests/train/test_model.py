@@ -3,12 +3,47 @@ import torch
 from torch import nn
 
 from resnet_edge.errors import InvalidInput
-from train.model import STAGES, BasicBlock, ModelConfig, ResNet, resnet18, resnet34
+from train.model import (
+    STAGES,
+    WIDTHS,
+    BasicBlock,
+    Bottleneck,
+    ModelConfig,
+    ResNet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+)
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_resnet18_parameter_count_is_pinned():
     # torchvision's resnet18 (11,689,512) less 2 input channels of conv1 and a 10-class head.
-    assert sum(p.numel() for p in resnet18(in_channels=1, num_classes=10).parameters()) == 11_175_370
+    assert _params(resnet18(in_channels=1, num_classes=10)) == 11_175_370
+
+
+@pytest.mark.parametrize(("build", "count"), [(resnet18, 11_689_512), (resnet34, 21_797_672), (resnet50, 25_557_032),
+                                              (resnet101, 44_549_160), (resnet152, 60_192_808)])
+def test_the_family_matches_torchvisions_published_parameter_counts(build, count):
+    assert _params(build(in_channels=3, num_classes=1000)) == count
+
+
+def test_torchvision_module_names_and_the_bottleneck_stride_on_the_3x3():
+    m = resnet50(in_channels=3, num_classes=1000)
+    keys = set(m.state_dict())
+    for key in ("conv1.weight", "bn1.running_var", "layer1.0.conv3.weight", "layer1.0.bn3.num_batches_tracked",
+                "layer1.0.downsample.0.weight", "layer1.0.downsample.1.bias", "layer4.2.conv2.weight", "fc.bias"):
+        assert key in keys
+    assert not any("shortcut" in k for k in keys)
+    block = m.layer2[0]
+    assert isinstance(block, Bottleneck) and block.conv2.stride == (2, 2) and block.conv1.stride == (1, 1)
+    assert block.downsample[0].stride == (2, 2) and m.fc.in_features == 2048
+    assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
 
 
 def test_resnet34_parameter_count():
@@ -36,22 +71,24 @@ def test_logits_shape_and_stem_layout():
 
 def test_architecture_follows_the_stage_table():
     m = resnet18()
-    for (blocks, width), stage in zip(STAGES[18], m.stages()):
+    kind, counts = STAGES[18]
+    assert kind == "basic"
+    for blocks, width, stage in zip(counts, WIDTHS, m.stages()):
         assert len(stage) == blocks
         assert all(isinstance(b, BasicBlock) and b.conv2.out_channels == width for b in stage)
     # Only the first block of stages 2-4 downsamples, with a 1x1 conv + BN shortcut.
-    projections = [name for name, mod in m.named_modules() if name.endswith("shortcut") and not isinstance(mod, nn.Identity)]
-    assert projections == ["layer2.0.shortcut", "layer3.0.shortcut", "layer4.0.shortcut"]
-    assert m.layer2[0].shortcut.conv.kernel_size == (1, 1) and m.layer2[0].shortcut.conv.stride == (2, 2)
+    projections = [name for name, mod in m.named_modules() if name.endswith("downsample") and mod is not None]
+    assert projections == ["layer2.0.downsample", "layer3.0.downsample", "layer4.0.downsample"]
+    assert m.layer2[0].downsample[0].kernel_size == (1, 1) and m.layer2[0].downsample[0].stride == (2, 2)
 
 
-def test_every_conv_feeds_a_named_bn_without_bias():
+def test_every_conv_feeds_a_bn_without_bias():
     m = resnet18()
     convs = {n: c for n, c in m.named_modules() if isinstance(c, nn.Conv2d)}
     assert len(convs) == 20
     for name, conv in convs.items():
         assert conv.bias is None
-        bn_name = name[:-len("conv")] + "bn" if name.endswith("shortcut.conv") else name.replace("conv", "bn")
+        bn_name = name[:-1] + "1" if name.endswith("downsample.0") else name.replace("conv", "bn")
         bn = m.get_submodule(bn_name)
         assert isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels
 
@@ -59,5 +96,5 @@ def test_every_conv_feeds_a_named_bn_without_bias():
 def test_config_round_trip_and_bad_depth():
     cfg = ModelConfig(depth=34, stem="small", image_size=96, class_names=("a", "b"), num_classes=2)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(InvalidInput, match="depth 50"):
-        ResNet(ModelConfig(depth=50))
+    with pytest.raises(InvalidInput, match="depth 26"):
+        ResNet(ModelConfig(depth=26))
