@@ -17,7 +17,7 @@ help:
 	@echo "make parity   every artifact on every available backend vs the PyTorch FP32 reference"
 	@echo "make bench    default latency sweep with peers: reports/bench.json and reports/bench.png"
 	@echo "make serve    KServe v2 / Triton HTTP server on 127.0.0.1:$(PORT) over $(ARTIFACTS)/"
-	@echo "make gpu-check  GPU-marked tests and the full preset on CUDA (needs a GPU)"
+	@echo "make gpu-check  GPU tests, AOTI export, parity and bench on CUDA (needs a GPU; DEVICE=cpu rehearses)"
 
 setup: $(STAMP) data
 

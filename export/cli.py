@@ -30,6 +30,9 @@ def export_cmd(
     trt: Annotated[Optional[bool], Opt("--trt/--no-trt",
                                        help="Build TensorRT engines (default: when TensorRT and a GPU exist).")] = None,
     trt_batch: Annotated[str, Opt(help="TensorRT profile batch sizes min,opt,max.")] = "1,32,64",
+    aoti: Annotated[Optional[bool], Opt("--aoti/--no-aoti",
+                                        help="AOTInductor packages (default: fp16/bf16/fp32 where CUDA exists; "
+                                             "--aoti without a GPU builds a CPU fp32 one).")] = None,
     workspace_mb: Annotated[int, Opt(help="TensorRT builder workspace limit.")] = 1024,
     triton_repo: Annotated[Optional[Path], Opt(help="Also write a Triton model repository here.")] = None,
     max_batch_size: Annotated[int, Opt(help="max_batch_size of the Triton configs.")] = 64,
@@ -46,7 +49,7 @@ def export_cmd(
     except ValueError:
         raise InvalidInput(f"--trt-batch must be three integers min,opt,max, not '{trt_batch}'.") from None
     cfg = ExportConfig(checkpoint=ckpt, out=out, opset=opset, calib_size=calib_size,
-                       calib_method=CalibMethod(calib_method), cpu_int8_variant=cpu_int8, trt=trt,
+                       calib_method=CalibMethod(calib_method), cpu_int8_variant=cpu_int8, trt=trt, aoti=aoti,
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                        data_dir=data_dir)

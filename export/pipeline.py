@@ -48,6 +48,7 @@ class ExportConfig:
     cpu_int8_variant: bool = True  # also try asymmetric uint8 activations; kept only if measurably better
     trt: bool | None = None  # None: build engines where possible, else skip with a notice
     trt_profile: tensorrt.Profile = field(default_factory=tensorrt.Profile)
+    aoti: bool | None = None  # None: AOTInductor packages where CUDA is present; True: also a CPU one without it
     workspace_mb: int = 1024
     triton_repo: Path | None = None
     max_batch_size: int = 64
@@ -58,7 +59,7 @@ class ExportConfig:
 
 
 # Files an export writes into --out; anything else there is the user's and is left alone.
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".engine.json", ".plan", ".npz")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".engine.json", ".plan", ".npz", ".pt2", ".pt2.json")
 GOLDEN_N = 1000  # enough for INT8's 99% top-1 agreement bound to be resolved (one image is 0.1%)
 
 
@@ -202,6 +203,53 @@ class _Exporter:
             self.rows.remove(u8)
             u8_path.unlink()
 
+    def aoti_plan(self) -> tuple[str, tuple[str, ...]] | None:
+        """(device, precisions) of the AOTI packages to build, or None (the reason goes to ``skipped``)."""
+        from export import aoti
+
+        if self.cfg.aoti is False:
+            self.skipped.append({"format": "aoti", "reason": "--no-aoti was given."})
+            return None
+        reason = aoti.unavailable_reason()
+        if reason is None:
+            return "cuda", aoti.CUDA_PRECISIONS
+        if self.cfg.aoti and "no CUDA GPU" in reason:
+            return "cpu", aoti.CPU_PRECISIONS
+        self.skipped.append({"format": "aoti", "reason": reason})
+        return None
+
+    def aoti_packages(self, staging: Path, plan: tuple[str, tuple[str, ...]] | None, step) -> None:
+        """One AOTInductor package per precision, each held to the tolerance table on the test set through the
+        runtime's ``aoti`` backend (CUDA graphs on a GPU)."""
+        from export import aoti
+        from runtime.backends.aoti_backend import AotiBackend
+        from runtime.spec import ModelSpec
+
+        if plan is None:
+            return
+        device, precisions = plan
+        m, max_batch = self.mcfg, self.cfg.max_batch_size
+        chw = (m.in_channels, m.image_size, m.image_size)
+        spec = ModelSpec(self.name, INPUT_NAME, OUTPUT_NAME, m.in_channels, m.image_size, m.num_classes,
+                         tuple(m.class_names), m.mean_per_channel, m.std_per_channel)
+        folded = fold_batchnorm(self.model)
+        for precision in precisions:
+            step(f"AOTInductor {precision} package ({device})")
+            out = staging / f"{self.name}_{precision}_{device}.pt2"
+            t0 = time.perf_counter()
+            aoti.build_package(folded, out, precision=precision, device=device, chw=chw, max_batch=max_batch)
+            build_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with AotiBackend(spec, out, precision=precision, max_batch=max_batch) as backend:
+                logits = np.concatenate([backend.infer(self.test_x[i:i + max_batch])
+                                         for i in range(0, len(self.test_x), max_batch)])
+            stats = parity(self.ref, logits, self.labels)
+            self.rows.append(_artifact_entry(out, precision, stats, build_s, time.perf_counter() - t0, m, fmt="aoti",
+                                             target=device, sidecar=aoti.sidecar_path(out).name))
+        self.decisions["triton_aoti"] = ("AOTI packages are not put in the Triton repository: Triton's PyTorch "
+                                         "backend loads TorchScript models (or a Python model.py), not AOTInductor "
+                                         ".pt2 packages.")
+
     def engines(self, staging: Path, onnx_files: dict[str, Path], step) -> None:
         if self.cfg.trt is False:
             self.skipped.append({"format": "tensorrt", "reason": "--no-trt was given."})
@@ -255,7 +303,8 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
     _validate(cfg)
     ex = _Exporter(cfg, console)
     engines = cfg.trt is not False and tensorrt.unavailable_reason() is None
-    total = 5 + int(cfg.cpu_int8_variant) + (3 if engines else 0)
+    aoti_plan = ex.aoti_plan()
+    total = 5 + int(cfg.cpu_int8_variant) + (3 if engines else 0) + (len(aoti_plan[1]) if aoti_plan else 0)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cfg.out))
     try:
         with Progress(TextColumn("[bold]{task.description:<38}"), BarColumn(), MofNCompleteColumn(),
@@ -271,10 +320,12 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
             ex.golden(staging)
             onnx_files = ex.onnx_variants(staging, step)
             ex.engines(staging, onnx_files, step)
+            ex.aoti_packages(staging, aoti_plan, step)
             bar.update(task, description="done", completed=total)
         console.print(results_table(ex.rows, ex.fold_stats, cfg.out))
         for s in ex.skipped:
-            console.print(f"[yellow]skipped TensorRT engines:[/] {escape(s['reason'])}")
+            what = {"tensorrt": "TensorRT engines", "aoti": "AOTInductor packages"}.get(s["format"], s["format"])
+            console.print(f"[yellow]skipped {what}:[/] {escape(s['reason'])}")
         failures = [r for r in ex.rows if r["status"] != "ok"]
         if failures:
             detail = "; ".join(f"{r['path']}: {', '.join(r['failures'])}" for r in failures)
@@ -344,8 +395,8 @@ def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
 
 
 def results_table(rows: list[dict[str, Any]], fold: ParityStats, out: Path | None = None) -> Table:
-    table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} (10k Fashion-MNIST test images, "
-                        "ONNX Runtime CPU)")
+    table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} (10k Fashion-MNIST test images; ONNX "
+                        "on ONNX Runtime CPU, AOTI on its own backend)")
     for col, just in (("artifact", "left"), ("precision", "left"), ("size MB", "right"), ("test acc", "right"),
                       ("Δacc vs PyTorch", "right"), ("max |Δlogit|", "right"), ("top-1 agreement", "right"),
                       ("status", "left")):

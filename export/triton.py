@@ -72,6 +72,8 @@ def write_triton_repo(manifest: dict[str, Any], artifacts_dir: Path, repo: Path,
     labels = "\n".join(manifest["model"]["class_names"]) + "\n"
     written = []
     for art in manifest["artifacts"]:
+        if art["format"] not in PLATFORMS:  # AOTI packages: Triton's PyTorch backend does not load them
+            continue
         name = model_name(art, base)
         model_dir = repo / name
         (model_dir / "1").mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,10 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
                 if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
                     variants.append(Variant("openvino", art.path, "bf16", "openvino bf16",
                                             {"threads": threads, "inference_precision": "bf16"}, art))
+            elif name == "aoti" and art.format == "aoti" and (art.target == "cpu" or device.startswith("cuda")
+                                                               or device == "auto"):
+                variants.append(Variant("aoti", art.path, art.precision, f"aoti {tag}", {"threads": threads}, art,
+                                        target=art.target))
             elif name == "tensorrt" and art.format == "tensorrt":
                 variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art,
                                         target=art.target))

@@ -17,9 +17,10 @@ REGISTRY: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime"),
     "openvino": ("runtime.backends.openvino_backend", "OpenVinoBackend", "openvino"),
     "tensorrt": ("runtime.backends.tensorrt_backend", "TensorRTBackend", "tensorrt"),
+    "aoti": ("runtime.backends.aoti_backend", "AotiBackend", "torch"),
 }
 EXTRAS = {"openvino": "pip install 'resnet-edge[openvino]'", "tensorrt": "pip install 'resnet-edge[gpu]'",
-          "torch": "pip install 'resnet-edge[train]'"}
+          "torch": "pip install 'resnet-edge[train]'", "aoti": "pip install 'resnet-edge[train]'"}
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -1,0 +1,96 @@
+"""AOTInductor packages (``.pt2`` from ``torch._inductor.aoti_compile_and_package``), loaded with
+``aoti_load_package(..., run_single_threaded=True)``. AOTI does not use CUDA graphs itself, so on CUDA this backend
+captures one graph per batch bucket at load (static input and output, one shared memory pool, pinned host
+buffers) and replays it, exactly as the torch backend does; on the CPU it calls the package directly.
+
+Each package has a JSON sidecar (torch version, device, compute capability, precision, batch range); a package
+built by another torch or for another GPU is refused in one sentence before it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from runtime.backends.torch_backend import DTYPES, TorchBackend
+
+
+def sidecar_path(package: Path) -> Path:
+    return package.with_suffix(package.suffix + ".json")
+
+
+def device_identity(device: str) -> dict[str, str]:
+    """What a package is bound to: the torch version, and the GPU (name, compute capability) or the CPU."""
+    import torch
+
+    here = {"torch_version": str(torch.__version__), "device": "cpu", "gpu": "", "compute_capability": ""}
+    if device.startswith("cuda"):
+        idx = torch.device(device).index or 0
+        major, minor = torch.cuda.get_device_capability(idx)
+        here.update(device="cuda", gpu=torch.cuda.get_device_name(idx), compute_capability=f"{major}.{minor}")
+    return here
+
+
+def check_compatible(package: Path) -> dict[str, Any]:
+    """The sidecar, once it says the package was built here: this torch, and this GPU (or the CPU)."""
+    import torch
+
+    side = sidecar_path(package)
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        raise ArtifactMismatch(f"{package.name} has no readable sidecar {side.name}; rebuild it with "
+                               "'resnet-edge export --aoti'.") from None
+    if meta.get("device") == "cuda" and not torch.cuda.is_available():
+        raise ArtifactMismatch(f"{package.name} was built for the GPU {meta.get('gpu')}, and PyTorch sees no CUDA GPU "
+                               "here.")
+    here = device_identity(meta.get("device", "cpu"))
+    for key, label in (("torch_version", "torch"), ("gpu", "GPU"), ("compute_capability", "compute capability")):
+        if meta.get(key, "") != here[key]:
+            raise ArtifactMismatch(f"{package.name} was built with {label} {meta.get(key) or 'none'} but this machine "
+                                   f"has {here[key] or 'none'}; rebuild it here with 'resnet-edge export --aoti'.")
+    return meta
+
+
+class AotiBackend(TorchBackend):
+    """``source`` is a ``.pt2`` package. Options: ``cuda_graphs`` (default True on CUDA), ``threads``."""
+
+    name = "aoti"
+
+    def _load(self) -> None:
+        import torch
+
+        meta = check_compatible(self.source)
+        if meta.get("precision") != self.precision:
+            raise InvalidInput(f"{self.source.name} holds a {meta.get('precision')} model, not {self.precision}.")
+        if self.max_batch > int(meta.get("max_batch", 0)):
+            raise InvalidInput(f"A batch limit of {self.max_batch} exceeds the {meta.get('max_batch')} that "
+                               f"{self.source.name} was compiled for; lower --max-batch-size or re-export.")
+        self._device = torch.device(meta["device"])
+        self._threads = int(self.options.get("threads") or 0)
+        self._dtype = getattr(torch, DTYPES[self.precision])
+        self._format = torch.contiguous_format  # the layout the package was exported with
+        runner = torch._inductor.aoti_load_package(str(self.source), run_single_threaded=True)
+
+        def model(x):
+            out = runner(x)
+            return out[0] if isinstance(out, (list, tuple)) else out
+
+        self.model = model
+        self._graphs: dict[int, tuple] = {}
+        self.static_shapes = self._device.type == "cuda" and bool(self.options.get("cuda_graphs", True))
+        if self.static_shapes:
+            self._capture_all()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._scope():
+            if self.static_shapes:
+                return self._graph_infer(batch)
+            return self.model(self._to_device(batch)).float().cpu().numpy()
+
+    def describe(self) -> str:
+        return f"aoti {self.precision} on {self._device.type}" + (" with CUDA graphs" if self.static_shapes else "")
