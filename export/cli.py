@@ -30,6 +30,8 @@ def export_cmd(
     trt: Annotated[Optional[bool], Opt("--trt/--no-trt",
                                        help="Build TensorRT engines (default: when TensorRT and a GPU exist).")] = None,
     trt_batch: Annotated[str, Opt(help="TensorRT profile batch sizes min,opt,max.")] = "1,32,64",
+    precision: Annotated[str, Opt(help="Variants to build: fp32 (always), fp16, int8; comma-separated.")] = "fp32,fp16,int8",
+    limit: Annotated[Optional[int], Opt(help="Evaluate on the first N test images (recorded in the manifest).")] = None,
     aoti: Annotated[Optional[bool], Opt("--aoti/--no-aoti",
                                         help="AOTInductor packages (default: fp16/bf16/fp32 where CUDA exists; "
                                              "--aoti without a GPU builds a CPU fp32 one).")] = None,
@@ -50,6 +52,7 @@ def export_cmd(
         raise InvalidInput(f"--trt-batch must be three integers min,opt,max, not '{trt_batch}'.") from None
     cfg = ExportConfig(checkpoint=ckpt, out=out, opset=opset, calib_size=calib_size,
                        calib_method=CalibMethod(calib_method), cpu_int8_variant=cpu_int8, trt=trt, aoti=aoti,
+                       precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), limit=limit,
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                        data_dir=data_dir)

@@ -37,6 +37,8 @@ from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.data import load_fashion_mnist
 from train.evaluate import predict
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -49,6 +51,8 @@ class ExportConfig:
     trt: bool | None = None  # None: build engines where possible, else skip with a notice
     trt_profile: tensorrt.Profile = field(default_factory=tensorrt.Profile)
     aoti: bool | None = None  # None: AOTInductor packages where CUDA is present; True: also a CPU one without it
+    precisions: tuple[str, ...] = PRECISIONS  # the variants to build; fp32 always (the others are made from it)
+    limit: int | None = None  # evaluate on the first N test images only (recorded in the manifest)
     workspace_mb: int = 1024
     triton_repo: Path | None = None
     max_batch_size: int = 64
@@ -91,6 +95,12 @@ def _validate(cfg: ExportConfig) -> None:
                            f"images for the held-out split; use at most {60_000 - cfg.heldout_size}.")
     if cfg.max_batch_size < 1:
         raise InvalidInput("--max-batch-size must be at least 1.")
+    unknown = [p for p in cfg.precisions if p not in PRECISIONS]
+    if unknown or "fp32" not in cfg.precisions:
+        raise InvalidInput(f"--precision takes fp32, fp16 and int8, and always fp32 (the others are made from it); "
+                           f"not '{','.join(cfg.precisions)}'.")
+    if cfg.limit is not None and not 1 <= cfg.limit <= 10_000:
+        raise InvalidInput("--limit must be between 1 and 10000 test images.")
     engines = cfg.trt or (cfg.trt is None and tensorrt.unavailable_reason() is None)
     if engines and cfg.max_batch_size > cfg.trt_profile.max_batch:
         raise InvalidInput(f"--max-batch-size {cfg.max_batch_size} exceeds the TensorRT profile's largest batch "
@@ -118,6 +128,8 @@ class _Exporter:
     def load_data(self) -> None:
         m, cfg = self.mcfg, self.cfg
         data = load_fashion_mnist(cfg.data_dir)
+        if cfg.limit is not None:  # evaluation on the first N test images (the manifest says so)
+            data = replace(data, test=data.test.subset(cfg.limit))
         self.data, self.labels = data, data.test.labels.numpy()
         train_images = data.train.images.numpy()
         self.test_x = to_input(data.test.images.numpy(), m.mean, m.std, m.image_size)
@@ -165,10 +177,18 @@ class _Exporter:
         fp32 = export_onnx(cfg.checkpoint, staging / f"{name}_fp32.onnx", opset=cfg.opset,
                            test_accuracy=self.fold_stats.ref_accuracy)
         self.evaluate(fp32, "fp32", time.perf_counter() - t0, opset=cfg.opset)
-        step("ONNX FP16 + evaluation")
-        t0 = time.perf_counter()
-        fp16 = quantize.to_fp16(fp32, staging / f"{name}_fp16.onnx")
-        self.evaluate(fp16, "fp16", time.perf_counter() - t0, opset=cfg.opset)
+        files = {"fp32": fp32}
+        if "fp16" in cfg.precisions:
+            step("ONNX FP16 + evaluation")
+            t0 = time.perf_counter()
+            files["fp16"] = quantize.to_fp16(fp32, staging / f"{name}_fp16.onnx")
+            self.evaluate(files["fp16"], "fp16", time.perf_counter() - t0, opset=cfg.opset)
+        if "int8" in cfg.precisions:
+            files["int8"] = self.int8_variants(fp32, staging, step)
+        return files
+
+    def int8_variants(self, fp32: Path, staging: Path, step) -> Path:
+        cfg, name = self.cfg, self.name
         step(f"INT8 QDQ ({cfg.calib_method.value}, {cfg.calib_size} images)")
         opts = quantize.Int8Options(calibration=cfg.calib_method)
         t0 = time.perf_counter()
@@ -178,7 +198,7 @@ class _Exporter:
         if cfg.cpu_int8_variant:
             step("INT8 uint8-activation CPU variant")
             self.cpu_int8_variant(fp32, int8, staging / f"{name}_int8_cpu.onnx", opts, s8)
-        return {"fp32": fp32, "fp16": fp16, "int8": int8}
+        return int8
 
     def cpu_int8_variant(self, fp32: Path, s8_path: Path, out: Path, opts, s8: dict[str, Any]) -> None:
         """Keep the asymmetric-uint8 variant only if measurably faster or more accurate on ORT CPU.
@@ -212,7 +232,7 @@ class _Exporter:
             return None
         reason = aoti.unavailable_reason()
         if reason is None:
-            return "cuda", aoti.CUDA_PRECISIONS
+            return "cuda", tuple(p for p in aoti.CUDA_PRECISIONS if p in self.cfg.precisions or p == "bf16")
         if self.cfg.aoti and "no CUDA GPU" in reason:
             return "cpu", aoti.CPU_PRECISIONS
         self.skipped.append({"format": "aoti", "reason": reason})
@@ -290,6 +310,8 @@ class _Exporter:
                        "data_sha256": s.get("data_sha256", "")},
             "fold": self.fold_stats.to_dict(),
             "golden": self.golden_entry,
+            "evaluation": {"test_images": len(self.labels), "limit": self.cfg.limit,
+                           "precisions": list(self.cfg.precisions)},
             "artifacts": self.rows,
             "skipped": self.skipped,
             "decisions": self.decisions,
@@ -304,7 +326,9 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
     ex = _Exporter(cfg, console)
     engines = cfg.trt is not False and tensorrt.unavailable_reason() is None
     aoti_plan = ex.aoti_plan()
-    total = 5 + int(cfg.cpu_int8_variant) + (3 if engines else 0) + (len(aoti_plan[1]) if aoti_plan else 0)
+    int8 = "int8" in cfg.precisions
+    total = (3 + ("fp16" in cfg.precisions) + int8 * (1 + int(cfg.cpu_int8_variant))
+             + (len(cfg.precisions) if engines else 0) + (len(aoti_plan[1]) if aoti_plan else 0))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cfg.out))
     try:
         with Progress(TextColumn("[bold]{task.description:<38}"), BarColumn(), MofNCompleteColumn(),

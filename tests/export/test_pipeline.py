@@ -215,3 +215,21 @@ def test_export_gates_every_bound_of_the_table():
     assert low["status"] == "fail" and "top-1 agreement 98.50% < 99%" in low["failures"][0]
     assert row("fp32", max_rel=2e-4)["failures"] == ["max relative error 2.00e-04 > 1e-04"]
     assert "0.20 pt below" in row("fp16", acc=0.898)["failures"][0]
+
+
+def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained_ckpt, tmp_path):
+    out = tmp_path / "small"
+    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,int8", "--no-cpu-int8", "--limit", "500",
+               "--calib-size", "128")
+    assert res.returncode == 0, res.stderr
+    manifest = read_manifest(out)
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "int8"]
+    assert manifest["evaluation"] == {"test_images": 500, "limit": 500, "precisions": ["fp32", "int8"]}
+    assert all(a["parity"]["n"] == 500 for a in manifest["artifacts"]) and manifest["golden"]["n"] == 500
+    assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_fp32.onnx",
+                                                     "resnet18_int8.onnx"]
+    for args, match in ((["--precision", "fp16,int8"], "always fp32"), (["--precision", "fp32,int4"], "int4"),
+                        (["--limit", "0"], "--limit must be between 1 and 10000")):
+        res = _cli(str(trained_ckpt), "--out", str(tmp_path / "bad"), *args)
+        _one_sentence(res)
+        assert match in res.stderr
