@@ -84,10 +84,7 @@ class Predictor:
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """float32 [N, C, H, W] model input -> float32 [N, classes], ``max_batch`` rows at a time."""
         batch = np.asarray(batch)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.spec.chw:
-            raise InvalidInput(f"A batch must have shape [N, {', '.join(map(str, self.spec.chw))}], not {list(batch.shape)}.")
-        if batch.dtype != np.float32:
-            raise InvalidInput(f"A batch must be float32, not {batch.dtype}; predict() takes images.")
+        self.backend.check_tensor(batch)  # once; each chunk's batch limit and values are checked by infer
         if not len(batch):
             return np.zeros((0, self.spec.num_classes), np.float32)
         self.load()

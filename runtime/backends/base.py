@@ -77,6 +77,14 @@ class Backend(ABC):
 
     # -- shared behaviour ---------------------------------------------------------------------
     def validate(self, batch: np.ndarray) -> None:
+        self.check_tensor(batch)
+        if not 1 <= batch.shape[0] <= self.max_batch:
+            raise InvalidInput(f"Batch size {batch.shape[0]} is outside 1..{self.max_batch}.")
+        if not np.isfinite(batch).all():
+            raise InvalidInput("Input contains NaN or Inf values.")
+
+    def check_tensor(self, batch: np.ndarray) -> None:
+        """Type, dtype and shape [N, C, H, W], whatever N: what a caller that splits batches checks once."""
         c, h, w = self.spec.chw
         if not isinstance(batch, np.ndarray):
             raise InvalidInput(f"Input must be a numpy array, not {type(batch).__name__}.")
@@ -84,10 +92,6 @@ class Backend(ABC):
             raise InvalidInput(f"Input dtype must be float32, not {batch.dtype}.")
         if batch.ndim != 4 or batch.shape[1:] != (c, h, w):
             raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {list(batch.shape)}.")
-        if not 1 <= batch.shape[0] <= self.max_batch:
-            raise InvalidInput(f"Batch size {batch.shape[0]} is outside 1..{self.max_batch}.")
-        if not np.isfinite(batch).all():
-            raise InvalidInput("Input contains NaN or Inf values.")
 
     def describe(self) -> str:
         return f"{self.name} {self.precision}"

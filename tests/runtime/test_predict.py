@@ -59,7 +59,7 @@ def test_predictor_on_paths_pil_and_arrays_equals_the_onnx_model(arts, fmnist, p
 
 def test_predictor_refuses_bad_input_in_one_sentence(arts):
     with runtime.load(arts.root, backend="onnxruntime", precision="fp32") as model:
-        for bad, match in ((np.zeros((2, 3, 28, 28), np.float32), r"shape \[N, 1, 28, 28\]"),
+        for bad, match in ((np.zeros((2, 3, 28, 28), np.float32), r"shape must be \[N, 1, 28, 28\]"),
                            (np.zeros((2, 1, 28, 28), np.float64), "float32")):
             with pytest.raises(InvalidInput, match=match):
                 model.logits(bad)
