@@ -55,6 +55,7 @@ class LatencyStats:
     compute_p50_ms: float | None = None  # GPU compute only (CUDA events, input already on the device)
     accuracy: float | None = None  # the artifact's measured test accuracy, where known
     effective_precision: str | None = None  # what the library really computes in, where it differs
+    compile_s: float | None = None  # time spent compiling at load (torch.compile peers), apart from the latency
 
 
 def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flops: Flops | None,
@@ -290,23 +291,33 @@ class BenchResult:
     peak_sources: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
-    def best(self, batch: int, *, peer: bool, precision: str | None = None) -> LatencyStats | None:
+    def best(self, batch: int, *, peer: bool, precision: str | None = None, gpu: bool | None = None,
+             ) -> LatencyStats | None:
         rows = [r for r in self.rows if r.batch == batch and r.peer == peer
-                and (precision is None or precision_class(r) == precision)]
+                and (precision is None or precision_class(r) == precision)
+                and (gpu is None or r.device.startswith("cuda") == gpu)]
         return min(rows, key=lambda r: r.p50_ms) if rows else None
 
     def speedups(self) -> list[dict[str, Any]]:
         """Per batch and peer: our fastest variant of the same precision class (the precision the peer
-        really computes in) against it, as a ratio of p50 latencies, with both accuracies."""
+        really computes in) against it, as a ratio of p50 latencies, with both accuracies.
+        On a GPU, where a user picks a precision as freely as a library, each peer is also compared with our
+        fastest GPU path of any precision (class ``any``), with both precisions named in the labels."""
         out = []
         for b in self.config.batches:
             for peer in (r for r in self.rows if r.batch == b and r.peer):
                 cls = precision_class(peer)
-                ours = self.best(b, peer=False, precision=cls)
-                out.append({"batch": b, "class": cls, "peer": peer.label, "peer_p50_ms": peer.p50_ms,
-                            "peer_accuracy": peer.accuracy, "ours": ours.label if ours else None,
-                            "ours_p50_ms": ours.p50_ms if ours else None, "ours_accuracy": ours.accuracy if ours else None,
-                            "speedup": peer.p50_ms / ours.p50_ms if ours else None})
+                gpu = True if peer.device.startswith("cuda") else None  # a GPU peer meets our GPU rows
+                pairs = [(cls, self.best(b, peer=False, precision=cls, gpu=gpu))]
+                fastest = self.best(b, peer=False, gpu=gpu)
+                if gpu and fastest and precision_class(fastest) != cls:
+                    pairs.append(("any", fastest))
+                for name, ours in pairs:
+                    out.append({"batch": b, "class": name, "peer": peer.label, "peer_p50_ms": peer.p50_ms,
+                                "peer_accuracy": peer.accuracy, "ours": ours.label if ours else None,
+                                "ours_p50_ms": ours.p50_ms if ours else None,
+                                "ours_accuracy": ours.accuracy if ours else None,
+                                "speedup": peer.p50_ms / ours.p50_ms if ours else None})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,5 +404,7 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
                 compute = getattr(backend, "compute_only_ms", None)
                 if compute is not None and backend.device.startswith("cuda"):
                     extra["compute_p50_ms"] = compute(x)
+                if getattr(backend, "compile_s", None) is not None:
+                    extra["compile_s"] = backend.compile_s
                 result.rows.append(LatencyStats(**{**asdict(stats), **extra}) if extra else stats)
     return result

@@ -113,6 +113,8 @@ def bench_cmd(
     rounds: Annotated[int, Opt(help="Interleaved rounds: every variant takes a turn in each.")] = 5,
     accuracy_images: Annotated[int, Opt(help="Test images each variant classifies for its accuracy (0: skip).")] = 10_000,
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+    compile_peer: Annotated[str, Opt(help="On CUDA, precisions of the torch.compile max-autotune peers (comma-separated, "
+                                          "or none): each compiles for minutes per batch size.")] = "fp16",
     checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint for the torch backend.")] = None,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
@@ -128,6 +130,9 @@ def bench_cmd(
 
     if rounds < 1 or accuracy_images < 0 or threads < 0:
         raise InvalidInput("--rounds must be at least 1; --accuracy-images and --threads must not be negative.")
+    compiled = () if compile_peer.strip() == "none" else tuple(p.strip() for p in compile_peer.split(",") if p.strip())
+    if not set(compiled) <= {"fp32", "fp16", "bf16"}:
+        raise InvalidInput(f"--compile-peer takes fp32, fp16, bf16 or none, not '{compile_peer}'.")
     cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
                       iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
     arts = load_artifacts(artifacts_dir)
@@ -135,11 +140,13 @@ def bench_cmd(
     wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
     with _progress() as bar:
         task = bar.add_task("preparing")
-        calib = _peer_calibration(arts, data_dir) if peers else None
-        if peers:
+        int8_peers = peers and not device.startswith("cuda")  # on CUDA the peers are PyTorch's
+        calib = _peer_calibration(arts, data_dir) if int8_peers else None
+        if int8_peers:
             bar.update(task, description="quantizing the INT8 peers")
         variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
-                                 precisions=wanted, threads=threads, peer_calibration=calib)
+                                 precisions=wanted, threads=threads, peer_calibration=calib,
+                                 compile_precisions=compiled)
         x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
         result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
                            progress=lambda d: bar.update(task, description=f"bench: {d}"))

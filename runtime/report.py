@@ -61,6 +61,8 @@ def bench_table(result: BenchResult) -> Table:
         cols += ["% peak (real)"]
     if any(r.compute_p50_ms for r in result.rows):
         cols += ["compute p50 ms"]
+    if any(r.compile_s is not None for r in result.rows):
+        cols += ["compile s (all batches)"]
     for c in cols:
         t.add_column(c, justify="left" if c == "variant" else "right")
     for r in sorted(result.rows, key=lambda r: (r.batch, r.p50_ms)):
@@ -75,6 +77,8 @@ def bench_table(result: BenchResult) -> Table:
             cells.append(f"{r.peak_ratio:.0%}" if r.peak_ratio else "")
         if "compute p50 ms" in cols:
             cells.append(f"{r.compute_p50_ms:.3f}" if r.compute_p50_ms else "")
+        if "compile s (all batches)" in cols:
+            cells.append(f"{r.compile_s:.1f}" if r.compile_s is not None else "")
         t.add_row(*cells)
     return t
 
@@ -125,13 +129,15 @@ def write_bench_plot(result: BenchResult, path: Path) -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.4), dpi=110)
     labels = list(dict.fromkeys(r.label for r in result.rows))
     colors = plt.cm.tab20(np.linspace(0, 1, max(len(labels), 2)))
-    markers = {"torch": "s", "onnxruntime": "o", "openvino": "^", "tensorrt": "D"}
+    markers = {"torch": "s", "onnxruntime": "o", "openvino": "^", "tensorrt": "D", "aoti": "P"}
     for color, label in zip(colors, labels):
         rows = sorted((r for r in result.rows if r.label == label), key=lambda r: r.batch)
         style = dict(linestyle="--" if rows[0].peer else "-", marker=markers.get(rows[0].backend, "o"),
                      color=color, label=label + (" (peer)" if rows[0].peer and "peer" not in label else ""))
         ax1.plot([r.batch for r in rows], [r.p50_ms for r in rows], **style)
         ax2.plot([r.batch for r in rows], [r.throughput_ips for r in rows], **style)
+        if all(r.compute_p50_ms for r in rows):  # GPU rows: compute alone (dotted) under end-to-end
+            ax1.plot([r.batch for r in rows], [r.compute_p50_ms for r in rows], linestyle=":", color=color, alpha=0.7)
     for ax, ylabel in ((ax1, "p50 latency (ms)"), (ax2, "throughput (images/s)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -139,8 +145,8 @@ def write_bench_plot(result: BenchResult, path: Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.set_xticks(list(result.config.batches), [str(b) for b in result.config.batches])
         ax.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="dashed: peers' defaults",
-               title_fontsize=7)
+    ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+               title="dashed: peers' defaults; dotted: GPU compute only", title_fontsize=7)
     fig.suptitle(header(result), fontsize=8)
     fig.tight_layout()
     with atomic_path(Path(path)) as tmp:

@@ -35,6 +35,9 @@ class Variant:
                                max_batch=max_batch, buckets=buckets, **self.options)
 
 
+COMPILE_PEER_PRECISIONS = ("fp16",)  # torch.compile peers on CUDA; each costs minutes of compiling per batch size
+
+
 def _cpu_has_bf16() -> bool:
     """Native bf16 on this CPU: oneDNN's own answer where torch is installed, else the CPU's flags."""
     from runtime import reference
@@ -66,10 +69,11 @@ def parse_backends(text: str) -> list[str]:
 
 def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, device: str = "cpu",
          peers: bool = False, precisions: set[str] | None = None, threads: int = 0,
-         peer_calibration: np.ndarray | None = None) -> tuple[list[Variant], list[str]]:
+         peer_calibration: np.ndarray | None = None,
+         compile_precisions: tuple[str, ...] = COMPILE_PEER_PRECISIONS) -> tuple[list[Variant], list[str]]:
     """Variants to run, and one line for each backend that cannot run here. With ``peers``, what users
     would run instead, per precision class, with the same thread count (INT8 peers need
-    ``peer_calibration``: training images)."""
+    ``peer_calibration``: training images; on CUDA the peers are PyTorch's, see ``peer_variants``)."""
     ckpt = checkpoint or arts.checkpoint
     variants: list[Variant] = []
     skipped = []
@@ -111,7 +115,8 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
     if precisions:  # a precision (int8: every INT8 variant) or a tag (int8-cpu: that one)
         variants = [v for v in variants if v.precision in precisions or v.tag in precisions]
     if peers:
-        peer_list, peer_skipped = peer_variants(arts, ckpt, threads=threads, calibration=peer_calibration)
+        peer_list, peer_skipped = peer_variants(arts, ckpt, threads=threads, calibration=peer_calibration,
+                                                device=device, compile_precisions=compile_precisions)
         variants += [p for p in peer_list if not precisions or p.precision in precisions]
         skipped += peer_skipped
     if not variants:
@@ -121,10 +126,16 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
     return variants, skipped
 
 
-def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0,
-                  calibration: np.ndarray | None = None) -> tuple[list[Variant], list[str]]:
+def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0, calibration: np.ndarray | None = None,
+                  device: str = "cpu", compile_precisions: tuple[str, ...] = COMPILE_PEER_PRECISIONS,
+                  ) -> tuple[list[Variant], list[str]]:
     """Default settings of what users would otherwise run: FP32 peers on the FP32 model, and, given
-    calibration images, INT8 peers quantized from the same FP32 ONNX by their own tools."""
+    calibration images, INT8 peers quantized from the same FP32 ONNX by their own tools.
+
+    On CUDA the peers are what a PyTorch user runs on the GPU without TensorRT (ONNX Runtime's CUDA provider is not
+    part of this toolkit's GPU story): PyTorch eager fp32 on the unfolded checkpoint, and ``torch.compile`` with
+    ``mode="max-autotune"`` on the folded model in each of ``compile_precisions`` (static shapes, compiled per batch
+    size at load; its compile time is reported apart)."""
     from runtime import peers as build
 
     fp32 = arts.find("onnx", "fp32")
@@ -132,9 +143,19 @@ def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0,
 
     found, skipped = [], []
     common = {"defaults": True, "threads": threads}
-    if ckpt.is_file() and reference.available():
+    cuda = device.startswith("cuda")
+    if not ckpt.is_file() or not reference.available():
+        skipped.append("The PyTorch peers need the source checkpoint and PyTorch's training stack "
+                       f"({'no checkpoint ' + str(ckpt) if not ckpt.is_file() else reference.HINT}).")
+    else:
         found.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
-                             {"folded": False, "channels_last": False, "threads": threads}, peer=True))
+                             {"folded": False, "channels_last": False, "threads": threads,
+                              "device": device if cuda else "cpu"}, peer=True))
+        for p in compile_precisions if cuda else ():
+            found.append(Variant("torch", ckpt, p, f"peer: torch.compile max-autotune {p}",
+                                 {"compile": "max-autotune", "device": device}, peer=True))
+    if cuda:
+        return found, skipped
     if fp32 is None:
         return found, skipped
     found.append(Variant("onnxruntime", fp32.path, "fp32", "peer: ONNX Runtime defaults", common, fp32, peer=True))

@@ -53,6 +53,9 @@ def trained_ckpt(fmnist, tmp_path_factory) -> Path:
     from train.config import PRESETS
     from train.engine import train
 
+    given = os.environ.get("RESNET_EDGE_TEST_CHECKPOINT")  # make gpu-check's own quick checkpoint: no second run
+    if given:
+        return Path(given)
     out = tmp_path_factory.mktemp("ckpt")
     train(replace(PRESETS["quick"], amp="none"), out, data=fmnist)
     return out / "best.pt"
@@ -61,9 +64,14 @@ def trained_ckpt(fmnist, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def export_dir(trained_ckpt, tmp_path_factory) -> Path:
     """One full export (ONNX FP32/FP16/INT8, manifest, Triton repository) shared by the export tests."""
+    import shutil
+
     from export.pipeline import ExportConfig, run_export
 
     out = tmp_path_factory.mktemp("artifacts")
+    given = os.environ.get("RESNET_EDGE_TEST_ARTIFACTS")  # make gpu-check's export of that checkpoint, copied
+    if given:
+        return Path(shutil.copytree(given, out, dirs_exist_ok=True))
     run_export(ExportConfig(checkpoint=trained_ckpt, out=out, calib_size=256, triton_repo=out / "triton"))
     return out
 

@@ -88,7 +88,7 @@ class AotiBackend(TorchBackend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._scope():
-            if self.static_shapes:
+            if self._graphs:
                 return self._graph_infer(batch)
             return self.model(self._to_device(batch)).float().cpu().numpy()
 

@@ -1,5 +1,9 @@
 """PyTorch: the original or BN-folded checkpoint, on CPU or CUDA, in fp32, fp16 or bf16, with
-channels_last and optional CUDA graphs (one per batch bucket, all captured at load)."""
+channels_last and optional CUDA graphs (one per batch bucket, all captured at load).
+
+``compile`` (a ``torch.compile`` mode, e.g. ``max-autotune``) is for bench's peer only: what a PyTorch user runs
+without TensorRT. It compiles one static-shape program per batch bucket at load, and records the time it took
+(``compile_s``) so that bench reports it apart from the latency."""
 
 from __future__ import annotations
 
@@ -16,8 +20,11 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 class TorchBackend(Backend):
     """``source`` is a checkpoint. Options: ``device`` (cpu|cuda), ``folded`` (default True),
-    ``channels_last`` (default True), ``cuda_graphs``, ``threads`` (CPU threads for this backend's
-    calls only: torch's thread count is process-wide, so it is set around each call and restored)."""
+    ``channels_last`` (default True), ``cuda_graphs``, ``compile`` (a torch.compile mode; peers only),
+    ``threads`` (CPU threads for this backend's calls only: torch's thread count is process-wide, so it is set
+    around each call and restored)."""
+
+    compile_s: float | None = None
 
     name = "torch"
 
@@ -39,9 +46,34 @@ class TorchBackend(Backend):
         self._format = torch.channels_last if self.options.get("channels_last", True) else torch.contiguous_format
         self.model = model.to(self._device, self._dtype).to(memory_format=self._format).eval()
         self._graphs: dict[int, tuple] = {}
-        self.static_shapes = bool(self.options.get("cuda_graphs")) and self._device.type == "cuda"
-        if self.static_shapes:
+        graphs = bool(self.options.get("cuda_graphs")) and self._device.type == "cuda"
+        if self.options.get("compile") and graphs:
+            raise InvalidInput("torch.compile and this backend's own CUDA graphs are exclusive; pick one.")
+        self.static_shapes = graphs or bool(self.options.get("compile"))  # both pad batches to the buckets
+        if graphs:
             self._capture_all()
+        elif self.options.get("compile"):
+            self._compile(str(self.options["compile"]))
+
+    def _compile(self, mode: str) -> None:
+        """``torch.compile(mode=...)`` with static shapes, compiled now for every bucket (never on the request path,
+        where a new batch size would otherwise recompile for minutes); the time it took is ``compile_s``."""
+        import time
+
+        import torch
+
+        compiled = torch.compile(self.model, mode=mode, dynamic=False)
+        t0 = time.perf_counter()
+        with self._scope():
+            for n in self.buckets:
+                x = torch.zeros((n, *self.spec.chw), device=self._device, dtype=self._dtype)
+                x = x.contiguous(memory_format=self._format)
+                for _ in range(3):  # the first call compiles; later ones record and replay its CUDA graphs
+                    compiled(x)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize()
+        self.compile_s = time.perf_counter() - t0
+        self.model = compiled
 
     @contextlib.contextmanager
     def _scope(self) -> Iterator[None]:
@@ -96,7 +128,7 @@ class TorchBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._scope():
-            if self.static_shapes:
+            if self._graphs:
                 return self._graph_infer(batch)
             return self.model(self._to_device(batch)).float().cpu().numpy()
 
@@ -120,7 +152,7 @@ class TorchBackend(Backend):
             return None
         times = []
         with self._scope():
-            if self.static_shapes:
+            if self._graphs:
                 graph, static_in, _, _, _ = self._graphs[next(b for b in self.buckets if b >= batch.shape[0])]
                 static_in[: batch.shape[0]].copy_(self._to_device(batch))
                 run = graph.replay
@@ -145,6 +177,8 @@ class TorchBackend(Backend):
             parts.append("channels_last")
         if self.options.get("cuda_graphs"):
             parts.append("CUDA graphs")
+        if self.options.get("compile"):
+            parts.append(f"torch.compile {self.options['compile']}")
         return f"torch {self.precision} ({', '.join(parts)})"
 
     @property

@@ -27,8 +27,12 @@ def arts(export_dir):
 
 
 @pytest.fixture(scope="module")
-def cpu_package(trained_ckpt, tmp_path_factory):
-    model = load_model(trained_ckpt)
+def model(trained_ckpt):
+    return load_model(trained_ckpt)
+
+
+@pytest.fixture(scope="module")
+def cpu_package(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("aoti") / "resnet18_fp32_cpu.pt2"
     build_package(fold_batchnorm(model), out, precision="fp32", device="cpu", chw=(1, 28, 28), max_batch=16)
     return model, out
@@ -86,9 +90,8 @@ def test_export_with_aoti_records_the_package_and_parity_runs_it(trained_ckpt, t
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
-def test_cuda_packages_with_graphs(cpu_package, arts, fmnist, tmp_path, precision):
-    model, _ = cpu_package
+@pytest.mark.parametrize("precision", ["fp16"])  # bf16 and fp32 packages: make gpu-check's export and parity
+def test_cuda_packages_with_graphs(model, arts, fmnist, tmp_path, precision):
     package = build_package(fold_batchnorm(model), tmp_path / f"m_{precision}.pt2", precision=precision,
                             device="cuda", chw=(1, 28, 28), max_batch=16)
     x = to_input(fmnist.test.images[:64].numpy(), arts.spec.mean, arts.spec.std, 28)

@@ -76,9 +76,9 @@ def test_variants_take_turns_and_p50_is_the_median_of_round_medians(arts, monkey
     assert by["peer"].p50_ms == pytest.approx(np.median([2, 3, 6]))
 
 
-def _row(label, precision, p50, *, peer=False, effective=None, accuracy=None):
+def _row(label, precision, p50, *, peer=False, effective=None, accuracy=None, device="cpu"):
     return LatencyStats(label=label, backend="x", artifact="a", precision=precision, batch=1, image_size=28,
-                        device="cpu", peer=peer, iterations=10, min_ms=p50, mean_ms=p50, p50_ms=p50, p90_ms=p50,
+                        device=device, peer=peer, iterations=10, min_ms=p50, mean_ms=p50, p50_ms=p50, p90_ms=p50,
                         p95_ms=p50, p99_ms=p50, max_ms=p50, throughput_ips=1000 / p50, accuracy=accuracy,
                         effective_precision=effective)
 
@@ -97,6 +97,35 @@ def test_speedups_compare_within_a_precision_class():
     assert sp["peer nncf"]["peer_accuracy"] == 0.913 and sp["peer nncf"]["ours_accuracy"] == 0.912
     # a peer that silently computes in bf16 is held against our bf16, not our fp32
     assert sp["peer ov defaults"]["class"] == "bf16" and sp["peer ov defaults"]["ours"] == "ours bf16"
+
+
+def test_gpu_peers_meet_our_gpu_rows_in_their_class_and_our_fastest_of_any_precision():
+    result = BenchResult({}, BenchConfig(batches=(1,)), 28, Flops(1.0, 1.0))
+    result.rows = [
+        _row("ours cpu fp32", "fp32", 0.01), _row("ours gpu fp32", "fp32", 0.2, device="cuda"),
+        _row("ours gpu fp16", "fp16", 0.1, device="cuda"),
+        _row("eager", "fp32", 1.0, peer=True, device="cuda"), _row("compile fp16", "fp16", 0.15, peer=True, device="cuda"),
+    ]
+    sp = {(s["peer"], s["class"]): s for s in result.speedups()}
+    assert sp["eager", "fp32"]["ours"] == "ours gpu fp32" and sp["eager", "fp32"]["speedup"] == pytest.approx(5.0)
+    assert sp["eager", "any"]["ours"] == "ours gpu fp16" and sp["eager", "any"]["speedup"] == pytest.approx(10.0)
+    assert sp["compile fp16", "fp16"]["speedup"] == pytest.approx(1.5) and ("compile fp16", "any") not in sp
+
+
+def test_cuda_peers_are_pytorch_eager_on_the_gpu_and_torch_compile(arts):
+    from runtime.variants import plan
+
+    variants, _ = plan(arts, ["torch"], device="cuda", peers=True, compile_precisions=("fp16", "fp32"))
+    peers = {v.label: v for v in variants if v.peer}
+    assert set(peers) == {"peer: PyTorch eager (unfolded)", "peer: torch.compile max-autotune fp16",
+                          "peer: torch.compile max-autotune fp32"}  # no CPU library competes with a GPU
+    eager = peers["peer: PyTorch eager (unfolded)"]
+    assert eager.options["device"] == "cuda" and eager.options["folded"] is False and eager.precision == "fp32"
+    compiled = peers["peer: torch.compile max-autotune fp16"]
+    assert compiled.options == {"compile": "max-autotune", "device": "cuda"} and compiled.precision == "fp16"
+    cpu, _ = plan(arts, ["torch"], device="cpu", peers=True)
+    assert not any("compile" in v.label for v in cpu)
+    assert next(v for v in cpu if v.label == "peer: PyTorch eager (unfolded)").options["device"] == "cpu"
 
 
 def test_statistics_on_known_samples(arts):
