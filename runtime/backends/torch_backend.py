@@ -109,6 +109,17 @@ class TorchBackend(Backend):
 
         pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream()
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True  # each bucket's warm-up times cuDNN's algorithms; the graph keeps the best
+        try:
+            self._capture_buckets(pool, stream)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        torch.cuda.synchronize()
+
+    def _capture_buckets(self, pool, stream) -> None:
+        import torch
+
         with self._scope():
             for n in sorted(self.buckets, reverse=True):  # largest first, so smaller graphs reuse its pool
                 static_in = torch.zeros((n, *self.spec.chw), device=self._device, dtype=self._dtype)
@@ -124,7 +135,6 @@ class TorchBackend(Backend):
                 host_in = torch.empty((n, *self.spec.chw), dtype=torch.float32, pin_memory=True)
                 host_out = torch.empty(tuple(static_out.shape), dtype=torch.float32, pin_memory=True)
                 self._graphs[n] = (graph, static_in, static_out, host_in, host_out)
-        torch.cuda.synchronize()
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._scope():
@@ -183,7 +193,9 @@ class TorchBackend(Backend):
 
     @property
     def device(self) -> str:
-        return str(self.options.get("device", "cpu"))
+        """Where it runs: once loaded, the device the model is on (an AOTI package decides its own)."""
+        loaded = getattr(self, "_device", None)
+        return loaded.type if loaded is not None else str(self.options.get("device", "cpu"))
 
     def _close(self) -> None:
         self._graphs.clear()

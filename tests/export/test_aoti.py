@@ -48,6 +48,8 @@ def test_package_runs_like_the_checkpoint(cpu_package, arts, fmnist):
     with AotiBackend(arts.spec, package, precision="fp32", max_batch=16) as backend:
         out = np.concatenate([backend.infer(x[i:i + 16]) for i in range(0, 100, 16)])  # a short last batch: 4 rows
         assert backend.infer(x[:1]).shape == (1, 10)
+        # the device is the package's own (bench gives CUDA rows compute-only times and GPU comparisons by it)
+        assert backend.device == "cpu" and not backend.static_shapes
     assert compare(ref, out, "fp32", fmnist.test.labels[:100].numpy()), TOLERANCES["fp32"]
 
 
@@ -98,7 +100,7 @@ def test_cuda_packages_with_graphs(model, arts, fmnist, tmp_path, precision):
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
     with AotiBackend(arts.spec, package, precision=precision, max_batch=16) as backend:
-        assert backend.static_shapes and sorted(backend._graphs) == [1, 2, 4, 8, 16]
+        assert backend.static_shapes and sorted(backend._graphs) == [1, 2, 4, 8, 16] and backend.device == "cuda"
         out = np.concatenate([backend.infer(x[i:i + 16]) for i in range(0, 64, 16)])
         assert backend.compute_only_ms(x[:8]) > 0
     assert compare(ref, out, precision, fmnist.test.labels[:64].numpy())
