@@ -40,6 +40,8 @@ def export_cmd(
     max_batch_size: Annotated[int, Opt(help="max_batch_size of the Triton configs.")] = 64,
     queue_delay_us: Annotated[int, Opt(help="Triton dynamic batching max_queue_delay_microseconds.")] = 100,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four Fashion-MNIST IDX files.")] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="An image folder for calibration (its train/ split) and the "
+                                                       "accuracy gates (its val/ split, or every image).")] = None,
 ) -> None:
     """Fold BN, export ONNX FP32/FP16/INT8 (and TensorRT engines), verify each on the test set, write the manifest."""
     from export.pipeline import ExportConfig, run_export
@@ -55,7 +57,7 @@ def export_cmd(
                        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), limit=limit,
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
-                       data_dir=data_dir)
+                       data_dir=data_dir, data=data)
     previous = {sig: signal.signal(sig, interrupt_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         manifest = run_export(cfg, console)

@@ -40,15 +40,20 @@ def _check_opset(opset: int) -> None:
 
 def model_metadata(ckpt: dict[str, Any], ckpt_sha256: str, test_accuracy: float | None = None) -> dict[str, str]:
     """The provenance every artifact carries: what the runtime needs to feed the model."""
+    from train.model import ModelConfig
+
     cfg = ckpt["config"]
+    m = ModelConfig.from_dict(cfg)
     acc = test_accuracy if test_accuracy is not None else ckpt["metrics"].get("test_acc", float("nan"))
     return {
         "model": f"resnet{cfg['depth']}",
         "class_names": json.dumps(list(cfg["class_names"])),
-        "mean": json.dumps([float(cfg["mean"])] * int(cfg.get("in_channels", 1))),
-        "std": json.dumps([float(cfg["std"])] * int(cfg.get("in_channels", 1))),
+        "mean": json.dumps(list(m.mean_per_channel)),
+        "std": json.dumps(list(m.std_per_channel)),
         "image_size": str(cfg["image_size"]),
         "resize": cfg.get("resize", "bilinear"),
+        "source_size": str(m.source_size),
+        "source_resize": str(m.source_resize) if m.source_resize is not None else "none",
         "stem": cfg["stem"],
         "toolkit_version": __version__,
         "source_checkpoint_sha256": ckpt_sha256,

@@ -31,10 +31,10 @@ from resnet_edge import __version__
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
 from resnet_edge.fmnist import training_split
-from resnet_edge.images import to_input
+from resnet_edge.images import policy_text, to_input
 from runtime.manifest import GOLDEN_FILE, MANIFEST, write_manifest
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.data import load_fashion_mnist
+from train.data import folder_for_model, load_fashion_mnist
 from train.evaluate import predict
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -58,6 +58,7 @@ class ExportConfig:
     max_batch_size: int = 64
     queue_delay_us: int = 100
     data_dir: Path | None = None
+    data: Path | None = None  # an image folder: calibration from its train/ split, gates on its val/ (or every image)
     seed: int = 0
     heldout_size: int = 2000  # training images, disjoint from calibration, that decide optional variants
 
@@ -125,15 +126,32 @@ class _Exporter:
         self.skipped: list[dict[str, str]] = []
         self.decisions: dict[str, Any] = {}
 
-    def load_data(self) -> None:
+    def data_name(self) -> str:
+        return f"the image folder {self.cfg.data}" if self.cfg.data is not None else "the Fashion-MNIST test set"
+
+    def load_data(self, console=None) -> None:
         m, cfg = self.mcfg, self.cfg
-        data = load_fashion_mnist(cfg.data_dir)
+        calib_size, heldout_size = cfg.calib_size, cfg.heldout_size
+        if cfg.data is not None:
+            data = folder_for_model(m, cfg.data, console)
+            if len(data.train) == 0:  # no train/ split: calibration draws from the evaluation images
+                data = replace(data, train=data.test)
+                self.decisions["calibration_source"] = ("the image folder has no train/ split, so INT8 calibration "
+                                                        "images are drawn from the evaluation images")
+            n = len(data.train)
+            calib_size = min(calib_size, max(n // 2, 1))
+            heldout_size = min(heldout_size, n - calib_size)
+            if calib_size < quantize.MIN_CALIBRATION:
+                raise InvalidInput(f"{cfg.data} has {n} training images; INT8 calibration needs at least "
+                                   f"{2 * quantize.MIN_CALIBRATION} (or pass --precision fp32,fp16).")
+        else:
+            data = load_fashion_mnist(cfg.data_dir)
         if cfg.limit is not None:  # evaluation on the first N test images (the manifest says so)
             data = replace(data, test=data.test.subset(cfg.limit))
         self.data, self.labels = data, data.test.labels.numpy()
         train_images = data.train.images.numpy()
         self.test_x = to_input(data.test.images.numpy(), m.mean, m.std, m.image_size)
-        self.calib_idx, self.heldout_idx = training_split(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
+        self.calib_idx, self.heldout_idx = training_split(len(data.train), calib_size, heldout_size, cfg.seed)
         self.calib_x = to_input(train_images[self.calib_idx], m.mean, m.std, m.image_size)
         self.heldout_x = to_input(train_images[self.heldout_idx], m.mean, m.std, m.image_size)
         self.heldout_labels = data.train.labels.numpy()[self.heldout_idx]
@@ -160,7 +178,8 @@ class _Exporter:
             np.savez_compressed(fh, images=self.data.test.images[:n].numpy(), labels=self.labels[:n].astype(np.int64),
                                 logits=self.ref[:n].astype(np.float32))
         self.golden_entry = {"path": GOLDEN_FILE, "sha256": sha256_file(path), "n": n,
-                             "images": f"the first {n} Fashion-MNIST test images, uint8",
+                             "images": f"the first {n} evaluation images of {self.data_name()}, uint8, at the source "
+                                       "size",
                              "logits": "PyTorch FP32, the unfolded checkpoint, eager on the CPU"}
 
     def evaluate(self, path: Path, precision: str, build_s: float, **extra: Any) -> dict[str, Any]:
@@ -301,7 +320,9 @@ class _Exporter:
                       "class_names": list(m.class_names)},
             "preprocessing": {"image_size": m.image_size, "channels": m.in_channels, "mean": list(m.mean_per_channel),
                               "std": list(m.std_per_channel), "scale": 1 / 255, "resize": m.resize,
-                              "layout": "NCHW", "source_size": 28},
+                              "layout": "NCHW", "source_size": m.source_size, "source_resize": m.source_resize,
+                              "policy": policy_text(m.source_size, m.source_resize),
+                              "color": "RGB" if m.in_channels == 3 else "L"},
             "io": {"input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, m.in_channels, m.image_size, m.image_size]},
                    "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, m.num_classes]}},
             "source": {"checkpoint": str(self.cfg.checkpoint), "sha256": sha256_file(self.cfg.checkpoint),
@@ -310,7 +331,7 @@ class _Exporter:
                        "data_sha256": s.get("data_sha256", "")},
             "fold": self.fold_stats.to_dict(),
             "golden": self.golden_entry,
-            "evaluation": {"test_images": len(self.labels), "limit": self.cfg.limit,
+            "evaluation": {"data": self.data_name(), "test_images": len(self.labels), "limit": self.cfg.limit,
                            "precisions": list(self.cfg.precisions)},
             "artifacts": self.rows,
             "skipped": self.skipped,
@@ -329,16 +350,19 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
     int8 = "int8" in cfg.precisions
     total = (3 + ("fp16" in cfg.precisions) + int8 * (1 + int(cfg.cpu_int8_variant))
              + (len(cfg.precisions) if engines else 0) + (len(aoti_plan[1]) if aoti_plan else 0))
+    if cfg.data is not None:  # an image folder decodes with its own progress bar, before the export's
+        ex.load_data(console)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cfg.out))
     try:
         with Progress(TextColumn("[bold]{task.description:<38}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("loading Fashion-MNIST", total=total)
+            task = bar.add_task("loading Fashion-MNIST" if cfg.data is None else "loaded the image folder", total=total)
 
             def step(description: str) -> None:
                 bar.update(task, description=description, advance=1)
 
-            ex.load_data()
+            if cfg.data is None:
+                ex.load_data()
             step("PyTorch FP32 reference + BN folding")
             ex.reference()
             ex.golden(staging)
@@ -346,7 +370,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
             ex.engines(staging, onnx_files, step)
             ex.aoti_packages(staging, aoti_plan, step)
             bar.update(task, description="done", completed=total)
-        console.print(results_table(ex.rows, ex.fold_stats, cfg.out))
+        console.print(results_table(ex.rows, ex.fold_stats, cfg.out, f"{len(ex.labels):,} images of {ex.data_name()}"))
         for s in ex.skipped:
             what = {"tensorrt": "TensorRT engines", "aoti": "AOTInductor packages"}.get(s["format"], s["format"])
             console.print(f"[yellow]skipped {what}:[/] {escape(s['reason'])}")
@@ -418,8 +442,9 @@ def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
     write_manifest(out, manifest)
 
 
-def results_table(rows: list[dict[str, Any]], fold: ParityStats, out: Path | None = None) -> Table:
-    table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} (10k Fashion-MNIST test images; ONNX "
+def results_table(rows: list[dict[str, Any]], fold: ParityStats, out: Path | None = None,
+                  evaluated: str = "the 10k Fashion-MNIST test images") -> Table:
+    table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} ({evaluated}; ONNX "
                         "on ONNX Runtime CPU, AOTI on its own backend)")
     for col, just in (("artifact", "left"), ("precision", "left"), ("size MB", "right"), ("test acc", "right"),
                       ("Δacc vs PyTorch", "right"), ("max |Δlogit|", "right"), ("top-1 agreement", "right"),

@@ -53,3 +53,33 @@ def to_input(images: np.ndarray, mean, std, image_size: int) -> np.ndarray:
     if m.size not in (1, c) or s.size not in (1, c):
         raise ValueError(f"mean/std have {m.size}/{s.size} values for {c} channels")
     return np.ascontiguousarray((x - m.reshape(1, -1, 1, 1)) / s.reshape(1, -1, 1, 1), dtype=np.float32)
+
+
+def fit_source(img, size: int, resize: int | None = None):
+    """A PIL image -> the ``size`` x ``size`` source image a model's data is made of, by its resize policy:
+    ``resize`` None stretches the image to the square (Fashion-MNIST's own images are that square already);
+    otherwise the shorter side is resized to ``resize`` and the centre ``size`` x ``size`` is cropped, as
+    torchvision's ``Resize(resize)`` + ``CenterCrop(size)`` do. Bilinear throughout."""
+    from PIL import Image
+
+    bilinear = Image.Resampling.BILINEAR
+    if resize is None:
+        return img if img.size == (size, size) else img.resize((size, size), bilinear, reducing_gap=None)
+    w, h = img.size
+    if min(w, h) != resize:  # torchvision: the shorter side becomes ``resize``, the longer keeps the aspect
+        nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+        img = img.resize((nw, nh), bilinear, reducing_gap=None)
+        w, h = nw, nh
+    if (w, h) == (size, size):
+        return img
+    if w < size or h < size:
+        raise ValueError(f"a {w}x{h} image cannot be centre-cropped to {size}x{size}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def policy_text(size: int, resize: int | None) -> str:
+    """The resize policy in words, as the manifest and the CLI show it."""
+    if resize is None:
+        return f"resize to {size}x{size} (bilinear)"
+    return f"resize the shorter side to {resize} (bilinear), then centre-crop {size}x{size}"

@@ -46,14 +46,15 @@ def top_k(logits: np.ndarray, k: int, class_names: tuple[str, ...]) -> list[list
     return [[Prediction(class_names[i], int(i), float(p[i])) for i in row] for p, row in zip(probs, order)]
 
 
-def to_gray_image(image: Any, name: str | None = None) -> np.ndarray:
-    """A file path, PIL image or array (H×W, H×W×C, or 1×H×W) -> uint8 grayscale [H, W]."""
+def to_gray_image(image: Any, name: str | None = None, channels: int = 1) -> np.ndarray:
+    """A file path, PIL image or array (H×W, H×W×C, or 1×H×W) -> uint8 grayscale [H, W], or RGB [H, W, 3] for a
+    3-channel model."""
     if isinstance(image, (str, Path)):
-        return decode(read_file(Path(image)), str(image))
+        return decode(read_file(Path(image)), str(image), channels)
     if isinstance(image, np.ndarray):
-        return to_gray(image, name or "the array")
+        return to_gray(image, name or "the array", channels)
     if hasattr(image, "convert") and hasattr(image, "width"):  # a PIL image
-        return from_pil(image, name or "the PIL image")
+        return from_pil(image, name or "the PIL image", channels)
     raise InvalidInput(f"Cannot classify a {type(image).__name__}; give file paths, PIL images or uint8 arrays.")
 
 
@@ -95,7 +96,7 @@ class Predictor:
         """Images (see :func:`to_gray_image`; one or a list) -> the preprocessed float32 batch."""
         check_invert(invert)
         items = images if isinstance(images, (list, tuple)) else [images]
-        return preprocess([to_gray_image(im) for im in items], self.spec, invert)
+        return preprocess([to_gray_image(im, channels=self.spec.channels) for im in items], self.spec, invert)
 
     def predict(self, images: Any, k: int = 1, invert: str = "no") -> list[list[Prediction]]:
         """For each image (a path, a PIL image or a uint8 array; one or a list), its top ``k`` predictions as

@@ -59,7 +59,7 @@ def _decode(path: Path, predictor, invert: str):
     from runtime.preprocess import to_source
 
     try:
-        return to_source(to_gray_image(path), predictor.spec, invert), None
+        return to_source(to_gray_image(path, channels=predictor.spec.channels), predictor.spec, invert), None
     except ToolkitError as exc:
         return None, str(exc)
 

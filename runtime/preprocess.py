@@ -1,9 +1,11 @@
 """Image -> model input, exactly as training prepared it, in numpy and Pillow (no torch).
 
-Any PNG, JPEG, WebP or .npy of any size, RGB or gray, becomes the 28x28 uint8 grayscale image Fashion-MNIST
-is made of (Pillow's bilinear resize), optionally inverted, then goes through the toolkit's one
-``to_input`` (``resnet_edge.images``: scale to [0, 1], resize to the model's input size, normalise with the
-manifest's mean/std). Predict, the server, parity and bench all come through here.
+Any PNG, JPEG, WebP or .npy of any size, RGB or gray, is decoded to the model's channels (``L`` for a 1-channel
+model, ``RGB`` for a 3-channel one) and brought to the source image the model's data is made of by the manifest's
+resize policy (``resnet_edge.images.fit_source``: Fashion-MNIST's 28x28 by a bilinear resize; an image-folder
+model's shorter-side resize and centre crop), optionally inverted (gray models only), then goes through the
+toolkit's one ``to_input`` (``resnet_edge.images``: scale to [0, 1], resize to the model's input size, normalise
+with the manifest's per-channel mean/std). Predict, the server, parity and bench all come through here.
 
 Inversion: Fashion-MNIST shows light garments on a black background; a product photo is usually a dark
 object on a light one. ``invert="auto"`` inverts an image whose border (the outer 2 pixels of the 28x28
@@ -19,7 +21,7 @@ import numpy as np
 
 from resnet_edge import fmnist
 from resnet_edge.errors import InvalidInput
-from resnet_edge.images import to_input
+from resnet_edge.images import fit_source, to_input
 from runtime.spec import ModelSpec
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
@@ -27,44 +29,58 @@ INVERT_CHOICES = ("auto", "yes", "no")
 BORDER = 2
 
 
-def decode(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of a PNG/JPEG/WebP/.npy -> uint8 [H, W] grayscale."""
+def decode(data: bytes, name: str = "image", channels: int = 1) -> np.ndarray:
+    """Bytes of a PNG/JPEG/WebP/.npy -> uint8 [H, W] grayscale, or [H, W, 3] RGB for ``channels=3``."""
     if data[:6] == b"\x93NUMPY":
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise InvalidInput(f"{name} is not a readable .npy array ({exc}).") from None
-        return to_gray(arr, name)
+        return to_gray(arr, name, channels)
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return from_pil(img, name)
+            return from_pil(img, name, channels)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"{name} cannot be decoded as an image ({type(exc).__name__}).") from None
 
 
-def from_pil(img, name: str = "image") -> np.ndarray:
-    """A PIL image (not yet decoded is fine) -> uint8 [H, W] grayscale, refusing decompression bombs."""
+def from_pil(img, name: str = "image", channels: int = 1) -> np.ndarray:
+    """A PIL image (not yet decoded is fine) -> uint8 [H, W] grayscale (or [H, W, 3] RGB for ``channels=3``),
+    refusing decompression bombs."""
     if img.width * img.height > MAX_PIXELS:
         raise InvalidInput(f"{name} is {img.width}x{img.height}; images over {MAX_PIXELS:,} pixels are refused.")
     img.load()
-    return np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
 
 
-def to_gray(arr: np.ndarray, name: str = "image") -> np.ndarray:
-    """An array image ([H, W], [1, H, W], [H, W, 3|4]; uint8, other ints, or floats in [0, 1]) -> uint8 [H, W]."""
+def to_gray(arr: np.ndarray, name: str = "image", channels: int = 1) -> np.ndarray:
+    """An array image ([H, W], [1, H, W], [H, W, 3|4]; uint8, other ints, or floats in [0, 1]) -> uint8 [H, W],
+    or [H, W, 3] for ``channels=3`` (a gray array repeated into three channels)."""
     arr = np.asarray(arr)
+    if channels == 3 and arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return _as_uint8(arr[..., :3], name)
+    if channels == 3:
+        return np.repeat(to_gray(arr, name)[..., None], 3, axis=-1)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # HWC RGB(A) -> luma, as PIL's "L" does
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     elif arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     elif arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    if arr.ndim != 2 or min(arr.shape) < 1:
+    if arr.ndim != 2:
         raise InvalidInput(f"{name} has shape {list(arr.shape)}; expected [H, W], [1, H, W] or [H, W, 3].")
-    if arr.size > MAX_PIXELS:
-        raise InvalidInput(f"{name} has {arr.size:,} pixels; images over {MAX_PIXELS:,} pixels are refused.")
+    return _as_uint8(arr, name)
+
+
+def _as_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """[H, W] or [H, W, 3] numbers -> uint8: floats in [0, 1] are scaled by 255, everything is clipped."""
+    if min(arr.shape) < 1:
+        raise InvalidInput(f"{name} has shape {list(arr.shape)}; expected [H, W], [1, H, W] or [H, W, 3].")
+    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
+        raise InvalidInput(f"{name} has {arr.shape[0] * arr.shape[1]:,} pixels; images over {MAX_PIXELS:,} pixels "
+                           "are refused.")
     if arr.dtype.kind not in "biuf":
         raise InvalidInput(f"{name} has dtype {arr.dtype}; expected numbers.")
     if not np.isfinite(arr).all():
@@ -75,12 +91,16 @@ def to_gray(arr: np.ndarray, name: str = "image") -> np.ndarray:
     return arr
 
 
-def to_source_size(gray: np.ndarray, size: int = 28) -> np.ndarray:
-    if gray.shape == (size, size):
-        return gray
+def to_source_size(image: np.ndarray, size: int = 28, resize: int | None = None) -> np.ndarray:
+    """uint8 [H, W] or [H, W, 3] -> [size, size(, 3)] by the resize policy (``resnet_edge.images.fit_source``)."""
+    if image.shape[:2] == (size, size) and resize in (None, size):
+        return image
     from PIL import Image
 
-    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None))
+    try:
+        return np.asarray(fit_source(Image.fromarray(image), size, resize))
+    except ValueError as exc:
+        raise InvalidInput(f"The image {exc}.") from None
 
 
 def needs_inversion(gray: np.ndarray) -> bool:
@@ -96,22 +116,27 @@ def check_invert(invert: str) -> str:
     return invert
 
 
-def to_source(gray: np.ndarray, spec: ModelSpec, invert: str = "no") -> np.ndarray:
-    """uint8 grayscale of any size -> the uint8 source-size image the model's data is made of."""
-    img = to_source_size(gray, spec.source_size)
-    if check_invert(invert) == "yes" or (invert == "auto" and needs_inversion(img)):
+def to_source(image: np.ndarray, spec: ModelSpec, invert: str = "no") -> np.ndarray:
+    """uint8 [H, W] (or [H, W, 3] for an RGB model) of any size -> the uint8 source-size image the model's data is
+    made of. Inversion applies to gray models only (Fashion-MNIST's light-on-dark convention)."""
+    if spec.channels == 3 and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    elif spec.channels == 1 and image.ndim == 3:
+        image = to_gray(image)
+    img = to_source_size(image, spec.source_size, spec.source_resize)
+    if spec.channels == 1 and (check_invert(invert) == "yes" or (invert == "auto" and needs_inversion(img))):
         img = 255 - img
     return img
 
 
 def preprocess(images: list[np.ndarray], spec: ModelSpec, invert: str = "no") -> np.ndarray:
-    """uint8 grayscale images of any size -> float32 [N, C, H, W] model input."""
+    """uint8 images of any size (decoded for ``spec.channels``) -> float32 [N, C, H, W] model input."""
     batch = np.stack([to_source(g, spec, invert) for g in images])
     return to_input(batch, spec.mean, spec.std, spec.image_size)
 
 
 def load_image_files(paths: list[Path], spec: ModelSpec, invert: str = "no") -> np.ndarray:
-    return preprocess([decode(read_file(p), str(p)) for p in paths], spec, invert)
+    return preprocess([decode(read_file(p), str(p), spec.channels) for p in paths], spec, invert)
 
 
 def read_file(path: Path) -> bytes:

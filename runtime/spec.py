@@ -25,6 +25,7 @@ class ModelSpec:
     std: tuple[float, ...]
     resize: str = "bilinear"
     source_size: int = 28
+    source_resize: int | None = None  # the shorter side before the centre crop; None: stretch to the source size
 
     @property
     def chw(self) -> tuple[int, int, int]:
@@ -39,6 +40,7 @@ class ModelSpec:
             num_classes=int(manifest["model"]["num_classes"]), class_names=tuple(manifest["model"]["class_names"]),
             mean=tuple(pre["mean"]), std=tuple(pre["std"]), resize=pre.get("resize", "bilinear"),
             source_size=int(pre.get("source_size", 28)),
+            source_resize=int(pre["source_resize"]) if pre.get("source_resize") is not None else None,
         )
 
 

@@ -42,12 +42,27 @@ def train_cmd(
     limit_train: Annotated[Optional[int], Opt(help="Train on the first N images only (smoke runs).")] = None,
     limit_test: Annotated[Optional[int], Opt(help="Evaluate on the first N test images only.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="An image folder (DIR/<class>/*.png|jpg|jpeg|webp, optionally "
+                                                       "DIR/train and DIR/val) instead of Fashion-MNIST.")] = None,
+    arch: Annotated[Optional[str], Opt(help="resnet18, resnet34, resnet50, resnet101 or resnet152 (sets --depth).")] = None,
+    resize: Annotated[Optional[int], Opt(help="With --data: resize the shorter side to this, then centre-crop "
+                                              "--image-size (default: the image size).")] = None,
+    channels: Annotated[Optional[int], Opt(help="With --data: 1 (gray) or 3 (RGB); default 3 if the images have colour.")] = None,
+    init: Annotated[Optional[Path], Opt(help="Start from this checkpoint's weights (e.g. from 'resnet-edge import'); "
+                                             "a different class count gets a new head.")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT/last.pt.")] = False,
 ) -> None:
-    """Train ResNet on Fashion-MNIST, evaluating on the 10k test set every epoch."""
+    """Train ResNet on Fashion-MNIST or an image folder, evaluating on the test split every epoch."""
     from train.checkpoint import load_checkpoint
     from train.engine import train
 
+    depth = _arch_depth(arch, depth)
+    if data is None and (resize is not None or channels is not None):
+        raise InvalidInput("--resize and --channels apply to an image folder; pass --data DIR.")
+    if channels not in (None, 1, 3):
+        raise InvalidInput(f"--channels must be 1 or 3, not {channels}.")
+    if init is not None and not init.is_file():
+        raise InvalidInput(f"--init {init} does not exist.")
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
                      label_smoothing=label_smoothing, weight_decay=weight_decay, seed=seed, device=device,
                      threads=threads, channels_last=channels_last, amp=amp, depth=depth, stem=stem,
@@ -63,7 +78,16 @@ def train_cmd(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"Cannot create output directory {out}: {exc.strerror}.") from None
-    result = train(cfg, out, data_dir=data_dir, resume=resume)
+    folder = None
+    if data is not None:
+        from train.data import load_image_folder
+
+        folder = load_image_folder(data, cfg.image_size, resize or cfg.image_size, channels, seed=cfg.seed,
+                                   console=console)
+        split = "its val/ folder" if (data / "val").is_dir() and (data / "train").is_dir() else "10% held out"
+        console.print(f"{data}: {len(folder.class_names)} classes, {len(folder.train)} training images, "
+                      f"{len(folder.test)} for evaluation ({split}), {folder.channels} channel(s)")
+    result = train(cfg, out, data_dir=data_dir, data=folder, resume=resume, init=init)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         console.print(f"[bold green]best test accuracy {result.best_acc:.2%}[/] (epoch {result.best_epoch}) in "
                       f"{result.train_seconds:.0f}s of training; checkpoints in {out}/")
@@ -73,6 +97,8 @@ def train_cmd(
 def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")] = Path("checkpoints/best.pt"),
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="Evaluate on an image folder (its val/ split, or every image) "
+                                                       "instead of the Fashion-MNIST test set.")] = None,
     plot: Annotated[Optional[Path], Opt(help="Write the confusion matrix as a PNG here.")] = None,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
     device: Annotated[str, Opt()] = "auto",
@@ -80,16 +106,16 @@ def eval_cmd(
     """Overall and per-class test accuracy and the confusion matrix of a checkpoint."""
     from resnet_edge.atomic import atomic_write_text
     from train.checkpoint import load_model
-    from train.data import load_fashion_mnist
+    from train.data import folder_for_model, load_fashion_mnist
     from train.engine import resolve_device
     from train.evaluate import plot_confusion, predict, report
 
     model = load_model(ckpt)
-    data = load_fashion_mnist(data_dir)
     cfg = model.config
-    logits = predict(model.to(resolve_device(device)), data.test, mean=cfg.mean, std=cfg.std,
+    dataset = folder_for_model(cfg, data, console) if data is not None else load_fashion_mnist(data_dir)
+    logits = predict(model.to(resolve_device(device)), dataset.test, mean=cfg.mean, std=cfg.std,
                      image_size=cfg.image_size, device=resolve_device(device))
-    rep = report(logits, data.test.labels, data.class_names)
+    rep = report(logits, dataset.test.labels, dataset.class_names)
     console.print(_confusion_table(rep))
     console.print(f"[bold]test accuracy {rep.accuracy:.2%}[/]  loss {rep.loss:.4f}  ({rep.n} images, {ckpt})")
     if plot:
@@ -99,6 +125,17 @@ def eval_cmd(
             "checkpoint": str(ckpt), "accuracy": rep.accuracy, "loss": rep.loss,
             "per_class": dict(zip(rep.class_names, rep.per_class.tolist())),
             "confusion": rep.confusion.tolist()}, indent=2))
+
+
+def _arch_depth(arch: str | None, depth: int | None) -> int | None:
+    if arch is None:
+        return depth
+    names = {f"resnet{d}": d for d in (18, 34, 50, 101, 152)}
+    if arch not in names:
+        raise InvalidInput(f"--arch must be one of {', '.join(names)}, not '{arch}'.")
+    if depth is not None and depth != names[arch]:
+        raise InvalidInput(f"--arch {arch} and --depth {depth} disagree; pass one of them.")
+    return names[arch]
 
 
 def _confusion_table(rep) -> Table:

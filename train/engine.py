@@ -20,7 +20,7 @@ from torch import nn
 from resnet_edge.errors import CheckpointError, InvalidInput
 from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from train.config import Amp, Schedule, TrainConfig
-from train.data import Augment, FashionMNIST, iterate_batches, load_fashion_mnist
+from train.data import Augment, FashionMNIST, FolderData, iterate_batches, load_fashion_mnist
 from train.evaluate import predict
 from train.model import ModelConfig, build_model
 
@@ -135,12 +135,13 @@ def train(
     out_dir: Path | str = "checkpoints",
     *,
     data_dir: Path | str | None = None,
-    data: FashionMNIST | None = None,
+    data: FashionMNIST | FolderData | None = None,
     resume: bool = False,
+    init: Path | str | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` on Fashion-MNIST, evaluating on the 10k test set after every epoch.
+    """Train ``cfg`` on Fashion-MNIST (or ``data``: an image folder), evaluating on the test split every epoch.
 
     Writes ``out_dir/last.pt`` every epoch and ``out_dir/best.pt`` on improvement. With
     ``resume``, continues from ``out_dir/last.pt``. Under ``torchrun`` it trains with
@@ -162,20 +163,47 @@ def train(
     else:
         torch.backends.cudnn.benchmark = True
     try:
-        return _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world)
+        return _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world,
+                      Path(init) if init else None)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world) -> TrainResult:
+def _initialise(model: nn.Module, mcfg: ModelConfig, init: Path, console: Console | None) -> ModelConfig:
+    """Start from ``init``'s weights (an imported or trained checkpoint of the same architecture). A different
+    class count keeps the fresh head, and says so; a different input channel count or depth is refused."""
+    from train.checkpoint import load_model
+
+    source = load_model(init)
+    src = source.config
+    if (src.depth, src.in_channels, src.stem) != (mcfg.depth, mcfg.in_channels, mcfg.stem):
+        raise InvalidInput(f"--init {init} is a ResNet-{src.depth} ({src.stem} stem) for {src.in_channels}-channel "
+                           f"images, but this run trains a ResNet-{mcfg.depth} ({mcfg.stem} stem) on "
+                           f"{mcfg.in_channels}-channel images; pass --arch/--stem to match, or convert the data.")
+    state = source.state_dict()
+    if src.num_classes != mcfg.num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        if console:
+            console.print(f"--init {init}: its {src.num_classes}-class head is replaced by a new {mcfg.num_classes}-"
+                          "class head (fc), initialised afresh; every other layer starts from the checkpoint")
+    elif console:
+        console.print(f"--init {init}: every layer, the head included, starts from the checkpoint")
+    model.load_state_dict(state, strict=False)
+    return mcfg
+
+
+def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world, init=None) -> TrainResult:
     data = data or load_fashion_mnist(data_dir)
     train_split, test_split = data.train.subset(cfg.limit_train), data.test.subset(cfg.limit_test)
     mean, std = data.stats()
-    mcfg = ModelConfig(depth=cfg.depth, stem=cfg.stem, image_size=cfg.image_size,
-                       class_names=data.class_names, num_classes=len(data.class_names), mean=mean, std=std)
+    mcfg = ModelConfig(depth=cfg.depth, stem=cfg.stem, image_size=cfg.image_size, in_channels=data.channels,
+                       class_names=tuple(data.class_names), num_classes=len(data.class_names), mean=mean, std=std,
+                       source_size=data.source_size, source_resize=data.source_resize)
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
+    if init is not None and not resume:
+        mcfg = _initialise(model, mcfg, init, console if rank == 0 else None)
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                 momentum=cfg.momentum, nesterov=True)
     result = TrainResult(out_dir=out_dir, device=str(device), world_size=world)

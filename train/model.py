@@ -49,6 +49,8 @@ class ModelConfig:
     mean: float | tuple[float, ...] = 0.0  # one value for every channel, or one per channel
     std: float | tuple[float, ...] = 1.0
     resize: str = "bilinear"
+    source_size: int = 28  # the images the data is stored as; ``image_size`` is reached from them by ``resize``
+    source_resize: int | None = None  # None: stretch any image to source_size; else shorter side, then centre crop
 
     @property
     def mean_per_channel(self) -> tuple[float, ...]:

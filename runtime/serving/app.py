@@ -212,7 +212,7 @@ async def classify(request: Request, state: ServerState) -> Response:
         body = await _multipart_file(request, body)
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
-    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image")], state.spec, invert))
+    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image", state.spec.channels)], state.spec, invert))
     logits = await state.batcher.submit(x, state.request_timeout_s)
     (top,) = top_k(logits, k, state.spec.class_names)
     return JSONResponse({"model_name": state.model_name,

@@ -1,0 +1,184 @@
+"""Image-folder datasets: scanning as torchvision's ImageFolder does, the resize policy shared by training and the
+runtime, evaluation equal to the IDX reader's, training and fine-tuning on an RGB folder, and its export."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_edge import folders
+from resnet_edge.errors import DataError, InvalidInput
+from resnet_edge.images import fit_source
+from train.config import PRESETS
+from train.data import load_image_folder
+from train.engine import train
+
+CLASSES = (0, 1, 8)  # T-shirt/top, Trouser, Bag
+
+
+def _write_folder(root, images, labels, *, rgb, tint_seed=None):
+    rng = np.random.default_rng(tint_seed)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        d = root / f"class_{int(label)}"
+        d.mkdir(parents=True, exist_ok=True)
+        if rgb and tint_seed is not None:  # a random colour cast per image: colour says nothing of the class
+            tint = rng.uniform(0.5, 1.0, 3)
+            Image.fromarray((img[..., None] * tint).astype(np.uint8), "RGB").save(d / f"{i:05d}.png")
+        else:
+            im = Image.fromarray(img)
+            (im.convert("RGB") if rgb else im).save(d / f"{i:05d}.png")
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(fmnist, tmp_path_factory):
+    """Three Fashion-MNIST classes as tinted RGB PNGs, with train/ (600) and val/ (150) splits."""
+    root = tmp_path_factory.mktemp("rgb")
+    for split, data, n in (("train", fmnist.train, 200), ("val", fmnist.test, 50)):
+        imgs, labels = data.images.numpy(), data.labels.numpy()
+        keep = np.concatenate([np.flatnonzero(labels == c)[:n] for c in CLASSES])
+        _write_folder(root / split, imgs[keep], labels[keep], rgb=True, tint_seed=len(split))
+    return root
+
+
+@pytest.fixture(scope="module")
+def rgb_ckpt(rgb_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rgb_ckpt")
+    data = load_image_folder(rgb_folder, 32, 32)
+    cfg = replace(PRESETS["quick"], epochs=3, batch_size=32, lr=0.05, amp="none", image_size=32, device="cpu")
+    return train(cfg, out, data=data), out / "best.pt", data
+
+
+def test_fashion_mnist_as_png_folders_gives_the_idx_readers_accuracy(trained_ckpt, fmnist, tmp_path):
+    test = fmnist.test
+    _write_folder(tmp_path / "gray", test.images.numpy(), test.labels.numpy(), rgb=False)
+    _write_folder(tmp_path / "rgb", test.images.numpy(), test.labels.numpy(), rgb=True)  # R = G = B
+    accs = {}
+    for name, extra in (("idx", []), ("gray", ["--data", str(tmp_path / "gray")]),
+                        ("rgb", ["--data", str(tmp_path / "rgb")])):
+        out = tmp_path / f"{name}.json"
+        res = subprocess.run([sys.executable, "-m", "resnet_edge", "eval", str(trained_ckpt), "--device", "cpu",
+                              "--json", str(out), *extra], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        accs[name] = json.loads(out.read_text())["accuracy"]
+    assert accs["gray"] == accs["idx"] and accs["rgb"] == accs["idx"], accs
+
+
+def test_scan_sorts_classes_and_refuses_bad_folders_in_one_sentence(tmp_path):
+    for name in ("b", "a", "c"):
+        (tmp_path / "ok" / name).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "ok" / name / "x.png")
+    (tmp_path / "ok" / "a" / "notes.txt").write_text("not an image")
+    found = folders.scan(tmp_path / "ok")
+    assert found.classes == ("a", "b", "c") and found.train is None and list(found.val.labels) == [0, 1, 2]
+    with pytest.raises(DataError, match="is not a directory"):
+        folders.scan(tmp_path / "missing")
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    with pytest.raises(DataError, match="needs at least two"):
+        folders.scan(tmp_path / "one")
+    for split, classes in (("train", ("a", "b")), ("val", ("a", "z"))):
+        for c in classes:
+            (tmp_path / "split" / split / c).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(tmp_path / "split" / split / c / "x.png")
+    with pytest.raises(DataError, match="val has class folder 'z'"):
+        folders.scan(tmp_path / "split")
+    bad = tmp_path / "ok" / "b" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="broken.png cannot be decoded"):
+        folders.decode_all(folders.scan(tmp_path / "ok").val.paths, 8, None, 1)
+
+
+def test_resize_policy_is_torchvisions_and_the_runtime_applies_it_as_training_did(tmp_path):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "RGB")  # 60 wide, 40 high
+    out = fit_source(img, 28, 32)
+    # Resize(32): the shorter side (40) becomes 32, the other int(32 * 60 / 40) = 48; CenterCrop(28) then
+    expected = img.resize((48, 32), Image.Resampling.BILINEAR, reducing_gap=None).crop((10, 2, 38, 30))
+    assert out.size == (28, 28) and np.array_equal(np.asarray(out), np.asarray(expected))
+    path = tmp_path / "photo.png"
+    img.save(path)
+    from runtime.preprocess import decode, to_source
+    from runtime.spec import ModelSpec
+
+    spec = ModelSpec("m", "images", "logits", 3, 28, 3, ("a", "b", "c"), (0.5,) * 3, (0.25,) * 3, source_size=28,
+                     source_resize=32)
+    runtime_img = to_source(decode(path.read_bytes(), "photo", 3), spec)
+    assert np.array_equal(runtime_img, folders.load_image(path, 28, 32, 3))
+    with pytest.raises(DataError, match="cannot be centre-cropped"):
+        folders.load_image(path, 48, 40, 3)  # shorter side 40 -> 40x60, smaller than 48x48
+
+
+def test_training_on_a_small_rgb_folder_lowers_the_loss(rgb_ckpt):
+    result, ckpt, data = rgb_ckpt
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.best_acc > 0.6  # three classes: chance is 33%
+    from train.checkpoint import load_model
+
+    cfg = load_model(ckpt).config
+    assert (cfg.in_channels, cfg.num_classes, cfg.source_size, cfg.source_resize) == (3, 3, 32, 32)
+    assert cfg.class_names == ("class_0", "class_1", "class_8") and len(set(cfg.mean)) == 3  # per-channel stats
+    assert cfg.mean == pytest.approx(data.stats()[0])
+
+
+def test_init_keeps_the_body_replaces_a_different_head_and_refuses_other_channels(rgb_ckpt, rgb_folder, tmp_path):
+    from train.checkpoint import load_model
+    from train.engine import _initialise
+    from train.model import ModelConfig, build_model
+
+    _, ckpt, _ = rgb_ckpt
+    source = load_model(ckpt)
+    logged = []
+
+    class Console:
+        def print(self, text):
+            logged.append(text)
+
+    model = build_model(replace(source.config, num_classes=5, class_names=()))
+    _initialise(model, model.config, ckpt, Console())
+    assert torch.equal(model.conv1.weight, source.conv1.weight) and model.fc.out_features == 5
+    assert "3-class head is replaced by a new 5-class head" in logged[0]
+    gray = build_model(ModelConfig(in_channels=1, num_classes=3))
+    with pytest.raises(InvalidInput, match="for 3-channel images, but this run trains .* on 1-channel images"):
+        _initialise(gray, gray.config, ckpt, None)
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "train", "--data", str(rgb_folder), "--image-size",
+                          "32", "--epochs", "1", "--batch-size", "32", "--limit-train", "64", "--init", str(ckpt),
+                          "--out", str(tmp_path / "ft"), "--device", "cpu", "--amp", "none"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    said = " ".join((res.stderr + res.stdout).split())  # rich wraps lines
+    assert "every layer, the head included, starts from the checkpoint" in said
+
+
+def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt, rgb_folder, tmp_path):
+    _, ckpt, _ = rgb_ckpt
+    out = tmp_path / "artifacts"
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(ckpt), "--out", str(out), "--data",
+                          str(rgb_folder), "--precision", "fp32,fp16", "--no-aoti"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    pre = manifest["preprocessing"]
+    assert (pre["channels"], pre["source_size"], pre["source_resize"], pre["color"]) == (3, 32, 32, "RGB")
+    assert manifest["evaluation"]["test_images"] == 150 and "image folder" in manifest["evaluation"]["data"]
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "parity", str(out), "--reference", "golden"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    from resnet_edge.images import to_input
+    from runtime import load
+    from runtime.preprocess import load_image_files
+
+    photo = sorted((rgb_folder / "val" / "class_8").iterdir())[0]
+    big = tmp_path / "bag.png"
+    Image.open(photo).resize((96, 80)).save(big)  # any size: the manifest's policy brings it to 32x32
+    predictor = load(out, backend="onnxruntime")
+    x = load_image_files([big], predictor.spec)
+    spec = predictor.spec
+    assert x.shape == (1, 3, 32, 32)  # exactly what training's folder loader makes of the file
+    assert np.array_equal(x, to_input(folders.load_image(big, 32, 32, 3)[None], spec.mean, spec.std, 32))
+    top = predictor.predict(big, k=3)[0]
+    assert sorted(p.label for p in top) == ["class_0", "class_1", "class_8"]
+    assert np.argmax(predictor.logits(x)[0]) == top[0].index
