@@ -115,14 +115,19 @@ def choose_reference(arts: Artifacts, *, use: str = "auto", checkpoint: Path | N
 
     if use not in ("auto", "golden", "checkpoint"):
         raise InvalidInput(f"--reference must be auto, golden or checkpoint, not '{use}'.")
+    fmnist_model = arts.spec.reads_fashion_mnist
     if use == "auto":
-        use = "checkpoint" if reference.available() and (checkpoint or arts.checkpoint).is_file() and _has_data(data_dir) \
-            else "golden"
+        use = "checkpoint" if reference.available() and (checkpoint or arts.checkpoint).is_file() and fmnist_model \
+            and _has_data(data_dir) else "golden"
     if use == "checkpoint":
         reference.require()  # one sentence if torch or the training stack is missing
         ckpt = arts.verified_checkpoint(checkpoint)
-        x, labels = load_test_inputs(arts.spec, limit, data_dir)
-        return Reference(x, labels, None, ckpt, f"PyTorch FP32 (unfolded checkpoint): {len(x):,} real test images")
+        if fmnist_model:
+            x, labels = load_test_inputs(arts.spec, limit, data_dir)
+            return Reference(x, labels, None, ckpt, f"PyTorch FP32 (unfolded checkpoint): {len(x):,} real test images")
+        images, labels, _ = arts.golden()  # an image-folder model: its golden images, its checkpoint's logits
+        x = to_input(images[:limit], arts.spec.mean, arts.spec.std, arts.spec.image_size)
+        return Reference(x, labels[:limit], None, ckpt, f"PyTorch FP32 (unfolded checkpoint): {len(x):,} golden images")
     images, labels, logits = arts.golden()
     images, labels, logits = images[:limit], labels[:limit], logits[:limit]
     x = to_input(images, arts.spec.mean, arts.spec.std, arts.spec.image_size)

@@ -161,6 +161,11 @@ def load_test_inputs(spec: ModelSpec, limit: int | None = None, data_dir: Path |
 def load_calibration_inputs(spec: ModelSpec, n: int = 300, data_dir: Path | None = None, seed: int = 0) -> np.ndarray:
     """``n`` training images as model inputs: the first of the seeded permutation the export's INT8
     calibration draws from, so that peers calibrate on images our export calibrated on too."""
+    if not spec.reads_fashion_mnist:
+        from resnet_edge.errors import DataError
+
+        raise DataError(f"this model reads {spec.channels}-channel {spec.source_size} px images of its own folder, not "
+                        "Fashion-MNIST's, and bench has no training images of it")
     a = fmnist.load_arrays(data_dir)
     idx, _ = fmnist.training_split(len(a.train_images), n, 0, seed)
     return to_input(a.train_images[idx], spec.mean, spec.std, spec.image_size)
@@ -172,6 +177,8 @@ def eval_inputs(arts, limit: int | None = None, data_dir: Path | None = None) ->
     from resnet_edge.errors import DataError
 
     try:
+        if not arts.spec.reads_fashion_mnist:  # an image-folder model: Fashion-MNIST's test set does not fit it
+            raise DataError("not a Fashion-MNIST model")
         return load_test_inputs(arts.spec, limit, data_dir)
     except DataError:
         images, labels, _ = arts.golden()

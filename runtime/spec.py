@@ -31,6 +31,12 @@ class ModelSpec:
     def chw(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
 
+    @property
+    def reads_fashion_mnist(self) -> bool:
+        """Whether the model is fed Fashion-MNIST's own images (1 channel, 28x28 sources, 10 classes); a model
+        trained on an image folder is checked on its golden set instead."""
+        return (self.channels, self.source_size, self.source_resize, self.num_classes) == (1, 28, None, 10)
+
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> ModelSpec:
         pre, io = manifest["preprocessing"], manifest["io"]

@@ -171,8 +171,11 @@ def import_cmd(
     std: Annotated[Optional[str], Opt(help="Per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's for 3 channels).")] = None,
     classes: Annotated[Optional[Path], Opt(help="A file with one class name a line, in the head's order.")] = None,
     data: Annotated[Optional[Path], Opt(help="An image-folder dataset: its class folders, sorted, name the classes.")] = None,
+    resize: Annotated[Optional[int], Opt(help="Resize the shorter side to this, then centre-crop --image-size "
+                                              "(default: torchvision's 256/224 ratio, e.g. 256 for 224).")] = None,
 ) -> None:
     """Turn a torchvision ResNet state_dict into a checkpoint that export, parity, bench and serve take."""
+    from resnet_edge.images import policy_text
     from train.importer import import_weights
 
     try:
@@ -181,10 +184,11 @@ def import_cmd(
         raise InvalidInput(f"Cannot create {out.parent}: {exc.strerror}.") from None
     done = import_weights(weights, arch=arch, num_classes=num_classes, image_size=image_size, out=out,
                           channels=channels, mean=_floats(mean, "--mean"), std=_floats(std, "--std"), classes=classes,
-                          data=data)
+                          data=data, resize=resize)
     cfg = done["config"]
     console.print(f"[bold green]imported[/] {done['tensors']} tensors as {arch} ({cfg.in_channels} channels, "
-                  f"{cfg.num_classes} classes, {cfg.image_size} px) into {out}")
+                  f"{cfg.num_classes} classes, {cfg.image_size} px; images: "
+                  f"{policy_text(cfg.source_size, cfg.source_resize)}) into {out}")
 
 
 def register(app: typer.Typer) -> None:

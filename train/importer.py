@@ -96,7 +96,7 @@ def class_names(num_classes: int, classes: Path | None = None, data: Path | None
 
 def import_weights(weights: Path, *, arch: str, num_classes: int, image_size: int, out: Path, channels: int = 3,
                    mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                   classes: Path | None = None, data: Path | None = None) -> dict[str, Any]:
+                   classes: Path | None = None, data: Path | None = None, resize: int | None = None) -> dict[str, Any]:
     """Check the weights against ``arch`` and write the project checkpoint ``out`` (atomically; nothing on error)."""
     from train.checkpoint import save_checkpoint
 
@@ -111,8 +111,12 @@ def import_weights(weights: Path, *, arch: str, num_classes: int, image_size: in
     if len(mean) != channels or len(std) != channels or min(std) <= 0:
         raise InvalidInput(f"--mean and --std need {channels} values each, and std must be positive.")
     names = class_names(num_classes, classes, data)
+    resize = resize if resize is not None else round(image_size * 256 / 224)  # torchvision's eval transform
+    if resize < image_size:
+        raise InvalidInput(f"--resize {resize} is smaller than --image-size {image_size}; the centre crop would not fit.")
     config = ModelConfig(depth=ARCHS[arch], stem="imagenet", in_channels=channels, num_classes=num_classes,
-                         image_size=image_size, class_names=names, mean=tuple(mean), std=tuple(std))
+                         image_size=image_size, class_names=names, mean=tuple(mean), std=tuple(std),
+                         source_size=image_size, source_resize=resize)
     model = build_model(config)
     got = read_state_dict(weights)
     what = f"a {arch} with {channels} input channels and {num_classes} classes"

@@ -4,6 +4,7 @@ runtime, evaluation equal to the IDX reader's, training and fine-tuning on an RG
 import json
 import subprocess
 import sys
+import urllib.request
 from dataclasses import replace
 
 import numpy as np
@@ -182,3 +183,26 @@ def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt,
     top = predictor.predict(big, k=3)[0]
     assert sorted(p.label for p in top) == ["class_0", "class_1", "class_8"]
     assert np.argmax(predictor.logits(x)[0]) == top[0].index
+    # the server, on a real socket, with a stock Triton client: 3-channel tensors, and photos through the policy
+    import tritonclient.http as http
+
+    from runtime.spec import load_artifacts
+    from tests.runtime.test_serve import _start, _stop
+
+    proc, port = _start(load_artifacts(out))
+    try:
+        client = http.InferenceServerClient(f"127.0.0.1:{port}")
+        inp = http.InferInput("images", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        served = client.infer("resnet18", [inp]).as_numpy("logits")
+        np.testing.assert_allclose(served, predictor.logits(x), rtol=1e-5, atol=1e-5)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/classify?k=1", data=big.read_bytes(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["predictions"][0]["index"] == top[0].index
+        gray = np.zeros((1, 1, 32, 32), np.float32)
+        bad = http.InferInput("images", list(gray.shape), "FP32")
+        bad.set_data_from_numpy(gray)
+        with pytest.raises(Exception, match=r"Input shape must be \[N, 3, 32, 32\]"):
+            client.infer("resnet18", [bad])
+    finally:
+        _stop(proc)

@@ -40,6 +40,8 @@ def test_import_plain_wrapped_and_ddp_state_dicts(torchvision_like, tmp_path, wr
     assert torch.equal(loaded(x), model(x))
     cfg = load_checkpoint(out)["config"]
     assert cfg["mean"] == list(IMAGENET_MEAN) and cfg["depth"] == 50 and cfg["class_names"][0] == "class_0"
+    # torchvision's evaluation transform by default: Resize(round(64 * 256 / 224)) then CenterCrop(64)
+    assert (cfg["source_size"], cfg["source_resize"]) == (64, 73)
 
 
 def test_class_names_from_a_file_or_a_dataset_folder(torchvision_like, tmp_path):
