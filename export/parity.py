@@ -24,8 +24,11 @@ def ort_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def ort_logits(path: Path, images: np.ndarray, batch_size: int = 500, threads: int = 0) -> np.ndarray:
+def ort_logits(path: Path, images: np.ndarray, batch_size: int | None = None, threads: int = 0) -> np.ndarray:
     """Run ``images`` [N, C, H, W] float32 through the ONNX file on ONNX Runtime's CPU provider."""
+    from resnet_edge.images import eval_batch
+
+    batch_size = batch_size or eval_batch(images.shape[-1], cap=500)
     sess = ort_session(path, threads)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: images[i:i + batch_size]})[0]

@@ -31,7 +31,7 @@ from resnet_edge import __version__
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
 from resnet_edge.fmnist import training_split
-from resnet_edge.images import policy_text, to_input
+from resnet_edge.images import eval_batch, policy_text, to_input
 from runtime.manifest import GOLDEN_FILE, MANIFEST, write_manifest
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.data import folder_for_model, load_fashion_mnist
@@ -160,7 +160,9 @@ class _Exporter:
         kw = dict(mean=self.mcfg.mean, std=self.mcfg.std, image_size=self.mcfg.image_size)
         self.ref = predict(self.model, self.data.test, **kw).numpy()
         with torch.inference_mode():
-            self.heldout_ref = self.model(torch.from_numpy(self.heldout_x)).numpy()
+            step = eval_batch(self.mcfg.image_size)
+            self.heldout_ref = np.concatenate([self.model(torch.from_numpy(self.heldout_x[i:i + step])).numpy()
+                                               for i in range(0, len(self.heldout_x), step)])
         folded = predict(fold_batchnorm(self.model), self.data.test, **kw).numpy()
         self.fold_stats = parity(self.ref, folded, self.labels)
         s = self.fold_stats

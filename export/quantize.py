@@ -114,7 +114,10 @@ def to_int8(src: Path, out: Path, calibration: np.ndarray, options: Int8Options 
     proto = onnx.load(str(src))
     meta = _metadata(proto)
     name = proto.graph.input[0].name
-    batches = calibration_batches(len(calibration), options.batch_size)
+    from resnet_edge.images import eval_batch
+
+    # ORT's calibrator keeps every intermediate tensor of a batch: fewer images a batch as the input grows
+    batches = calibration_batches(len(calibration), min(options.batch_size, max(1, eval_batch(calibration.shape[-1]) // 4)))
 
     class Reader(CalibrationDataReader):  # onnxruntime is imported lazily, so the class is made here
         """Fixed-size batches and a short last one. ORT's histogram calibrators stack what one

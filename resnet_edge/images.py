@@ -83,3 +83,9 @@ def policy_text(size: int, resize: int | None) -> str:
     if resize is None:
         return f"resize to {size}x{size} (bilinear)"
     return f"resize the shorter side to {resize} (bilinear), then centre-crop {size}x{size}"
+
+
+def eval_batch(image_size: int, cap: int = 1000) -> int:
+    """Images per inference batch when evaluating many: 1,000 at 28 px, fewer as the input grows (62 at 224 px),
+    so that a large model's activations stay within a few GB."""
+    return max(1, min(cap, 3_200_000 // (image_size * image_size)))

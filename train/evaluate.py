@@ -24,9 +24,12 @@ def predict(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """float32 logits [N, classes] for every image of ``split``, in order."""
+    """float32 logits [N, classes] for every image of ``split``, in order (``batch_size`` None: by input size)."""
+    from resnet_edge.images import eval_batch
+
+    batch_size = min(batch_size or 1000, eval_batch(image_size))
     was_training = model.training
     model.eval()
     device = torch.device(device)
