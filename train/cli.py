@@ -61,6 +61,7 @@ def train_cmd(
         raise InvalidInput("--resize and --channels apply to an image folder; pass --data DIR.")
     if channels not in (None, 1, 3):
         raise InvalidInput(f"--channels must be 1 or 3, not {channels}.")
+
     if init is not None and not init.is_file():
         raise InvalidInput(f"--init {init} does not exist.")
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule,
@@ -78,6 +79,9 @@ def train_cmd(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidInput(f"Cannot create output directory {out}: {exc.strerror}.") from None
+    if resize is not None and resize < cfg.image_size:
+        raise InvalidInput(f"--resize {resize} is smaller than the image size {cfg.image_size}; the centre crop "
+                           "would not fit.")
     folder = None
     if data is not None:
         from train.data import load_image_folder

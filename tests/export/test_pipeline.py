@@ -224,7 +224,8 @@ def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained
     assert res.returncode == 0, res.stderr
     manifest = read_manifest(out)
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "int8"]
-    assert manifest["evaluation"] == {"test_images": 500, "limit": 500, "precisions": ["fp32", "int8"]}
+    assert manifest["evaluation"] == {"data": "the Fashion-MNIST test set", "test_images": 500, "limit": 500,
+                                      "precisions": ["fp32", "int8"]}
     assert all(a["parity"]["n"] == 500 for a in manifest["artifacts"]) and manifest["golden"]["n"] == 500
     assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_fp32.onnx",
                                                      "resnet18_int8.onnx"]

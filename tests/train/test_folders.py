@@ -152,6 +152,10 @@ def test_init_keeps_the_body_replaces_a_different_head_and_refuses_other_channel
     assert res.returncode == 0, res.stderr[-2000:]
     said = " ".join((res.stderr + res.stdout).split())  # rich wraps lines
     assert "every layer, the head included, starts from the checkpoint" in said
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "train", "--data", str(rgb_folder), "--image-size", "32",
+                          "--resize", "20", "--out", str(tmp_path / "no")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--resize 20 is smaller than the image size 32" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "no" / "last.pt").exists()
 
 
 def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt, rgb_folder, tmp_path):
