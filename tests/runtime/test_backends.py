@@ -105,6 +105,17 @@ def test_backend_load_errors_are_one_sentence(arts, tmp_path):
             backends.create(name, arts.spec, bad).load()
 
 
+def test_torch_compile_peer_compiles_every_bucket_at_load_and_pads_to_them(arts):
+    """The torch.compile peer (bench uses mode max-autotune on CUDA; the cheaper default mode here, on the CPU):
+    compiled for each bucket at load with the time recorded, padding a short batch rather than recompiling."""
+    x = np.random.default_rng(3).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    ref = reference_logits(arts.checkpoint, x)
+    with backends.create("torch", arts.spec, arts.checkpoint, max_batch=4, buckets=(4,), compile="default") as b:
+        assert b.static_shapes and b.buckets == (4,) and b.compile_s > 0
+        assert np.abs(b.infer(x) - ref).max() <= TOLERANCES["fp32"].max_rel * np.abs(ref).max()
+        assert "torch.compile default" in b.describe()
+
+
 def test_torch_fp16_on_cpu_is_refused(arts):
     with pytest.raises(InvalidInput, match="fp16 inference needs CUDA"):
         backends.create("torch", arts.spec, arts.checkpoint, precision="fp16").load()

@@ -189,6 +189,7 @@ def test_cli_bench_writes_json_csv_plot(arts, tmp_path):
     (["--batch", "1,x"], "--batch must be comma-separated integers"),
     (["--duration", "soon"], "is not a duration"),
     (["--backend", "tvm"], "Unknown backend 'tvm'"),
+    (["--compile-peer", "int4"], "--compile-peer takes fp32, fp16, bf16 or none, not 'int4'"),
 ])
 def test_cli_bench_bad_options(arts, args, message):
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "bench", str(arts.root), *args],
