@@ -134,7 +134,8 @@ def eval_cmd(
 def _arch_depth(arch: str | None, depth: int | None) -> int | None:
     if arch is None:
         return depth
-    names = {f"resnet{d}": d for d in (18, 34, 50, 101, 152)}
+    from train.importer import ARCHS as names
+
     if arch not in names:
         raise InvalidInput(f"--arch must be one of {', '.join(names)}, not '{arch}'.")
     if depth is not None and depth != names[arch]:
