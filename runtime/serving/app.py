@@ -142,15 +142,28 @@ def _model(request: Request, state: ServerState) -> None:
         raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
 
 
-@endpoint("live", public=True, counted=False)
-async def live(request: Request, state: ServerState) -> Response:
-    return JSONResponse({"live": True})
+LIVE, READY = "/v2/health/live", "/v2/health/ready"
 
 
-@endpoint("ready", public=True, counted=False)
-async def ready(request: Request, state: ServerState) -> Response:
-    ok = state.ready and not state.draining
-    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+def probe(state: ServerState, path: str) -> tuple[str, int, bytes] | None:
+    """(endpoint name, status, JSON body) for a health path, None for any other: the one answer to a probe,
+    whether the app gives it or the HTTP protocol does (runtime.serving.probes)."""
+    if path == LIVE:
+        return "live", 200, b'{"live":true}'
+    if path == READY:
+        ok = state.ready and not state.draining
+        return "ready", 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}'
+    return None
+
+
+async def _health(request: Request, state: ServerState) -> Response:
+    _, status, body = probe(state, request.url.path)
+    return Response(body, status_code=status, media_type="application/json",
+                    headers={"Retry-After": "1"} if status == 503 else None)
+
+
+live = endpoint("live", public=True, counted=False)(_health)
+ready = endpoint("ready", public=True, counted=False)(_health)
 
 
 @endpoint("server_metadata", counted=False)
@@ -269,7 +282,7 @@ class App:
 def create_app(state: ServerState, lifespan=None) -> App:
     m = "/v2/models/{model}"
     routes = [
-        Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
+        Route(LIVE, live), Route(READY, ready), Route("/v2", server_metadata),
         Route(m, model_metadata), Route(m + "/versions/{version}", model_metadata),
         Route(m + "/ready", model_ready), Route(m + "/versions/{version}/ready", model_ready),
         Route(m + "/infer", infer, methods=["POST"]), Route(m + "/versions/{version}/infer", infer, methods=["POST"]),

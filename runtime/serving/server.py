@@ -21,6 +21,7 @@ from runtime.select import choose_variant
 from runtime.serving.app import ServerState, create_app
 from runtime.serving.batcher import DynamicBatcher
 from runtime.serving.metrics import Metrics
+from runtime.serving.probes import http_protocol
 from runtime.spec import Artifacts, load_artifacts
 from runtime.variants import Variant
 
@@ -138,7 +139,7 @@ def serve(cfg: ServeConfig) -> int:
             yield
 
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                                   proxy_headers=False, lifespan="on",
+                                   proxy_headers=False, lifespan="on", http=http_protocol(state),
                                    timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
 
     async def drain() -> None:

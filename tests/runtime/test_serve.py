@@ -1,5 +1,6 @@
 """The server on a real socket, driven by Triton's own HTTP client and by raw HTTP."""
 
+import asyncio
 import json
 import signal
 import socket
@@ -229,9 +230,11 @@ def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(arts):
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     code, headers, body = _http(port, "/v2/models/resnet18/infer", x)
+    ready = _http(port, "/v2/health/ready")
     t.join()
     assert first["r"][0] == 200  # in flight: completed
     assert code == 503 and "shutting down" in json.loads(body)["error"]
+    assert ready[0] == 503 and json.loads(ready[2]) == {"ready": False} and ready[1]["retry-after"] == "1"
     assert proc.wait(timeout=30) == 0
 
 
@@ -254,6 +257,79 @@ def test_not_ready_is_503(arts):
     assert _asgi(app, "GET", "/v2/health/ready") == (503, {"ready": False})
     status, body = _asgi(app, "POST", "/v2/models/resnet18/infer", b"{}")
     assert status == 503 and "still loading" in body["error"]
+
+
+def _probe_lane(state):
+    """The server's HTTP protocol on a fake transport: what it writes, and the ASGI tasks it starts."""
+    import uvicorn
+    from uvicorn.server import ServerState as UvicornState
+
+    from runtime.serving.app import create_app
+    from runtime.serving.probes import http_protocol
+
+    class Transport(asyncio.Transport):
+        def __init__(self):
+            super().__init__()
+            self.data, self.closed = b"", False
+
+        def write(self, data):
+            self.data += data
+
+        def close(self):
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+
+        def get_extra_info(self, name, default=None):
+            return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name, default)
+
+    protocol_class = http_protocol(state)
+    config = uvicorn.Config(create_app(state), http=protocol_class, lifespan="off", log_level="warning")
+    config.load()
+    loop = asyncio.new_event_loop()
+    protocol = protocol_class(config, UvicornState(), {}, loop)
+    transport = Transport()
+    protocol.connection_made(transport)
+    return protocol, transport, loop
+
+
+def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
+    """GET /v2/health/* is answered while the bytes are parsed, before the event loop runs anything queued
+    (under load: every other request's handler); keep-alive, pipelining, 503 and other routes still hold."""
+    from runtime.serving.app import ServerState
+    from runtime.serving.batcher import DynamicBatcher
+    from runtime.serving.metrics import Metrics
+
+    state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(lambda b: b),
+                        metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
+    protocol, transport, loop = _probe_lane(state)
+    try:
+        # Two pipelined probes in one read: both answered in order, on the spot; the connection stays open.
+        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+                               b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        first, second = transport.data.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"503 ") and b"retry-after: 1" in first and first.endswith(b'{"ready":false}')
+        assert second.startswith(b"200 ") and second.endswith(b'{"live":true}') and not transport.closed
+        assert not protocol.tasks  # nothing was handed to the app
+        state.ready, transport.data = True, b""
+        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert transport.data.startswith(b"HTTP/1.1 200 OK") and transport.data.endswith(b'{"ready":true}')
+        # Any other route goes to the app: a task, nothing written yet.
+        transport.data = b""
+        protocol.data_received(b"GET /v2/models/resnet18 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert transport.data == b"" and len(protocol.tasks) == 1
+        loop.run_until_complete(asyncio.gather(*list(protocol.tasks)))
+        assert transport.data.startswith(b"HTTP/1.1 200 OK") and b'"name":"resnet18"' in transport.data
+        # A client that asks to close gets its answer and a closed connection.
+        transport.data = b""
+        protocol.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"connection: close" in transport.data and transport.data.endswith(b'{"live":true}') and transport.closed
+    finally:
+        loop.close()
+    counts = state.metrics.exposition(0)[0].decode()
+    assert 'request_duration_seconds_count{endpoint="live"} 2.0' in counts  # probes are counted as before
+    assert 'request_duration_seconds_count{endpoint="ready"} 2.0' in counts
 
 
 def test_loadtest_cli_against_the_server(server, tmp_path):

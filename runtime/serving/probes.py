@@ -1,0 +1,66 @@
+"""Health probes answered by the HTTP protocol itself, the moment their headers are parsed.
+
+Under load the event loop runs one callback after another: a probe that goes through the ASGI app waits for
+a task of its own, scheduled behind every request the loop already holds (64 clients' worth of JSON parsing
+and batching). A liveness checker then sees the server as slow when it is only busy. GET /v2/health/live and
+/v2/health/ready need no body, no auth and no model, so the protocol answers them in the same callback that
+read them, before any queued work; everything else (HEAD included) goes through the app unchanged.
+
+This subclasses uvicorn's httptools protocol at the one point where it hands a parsed request to the app
+(``_start_asgi_task``). Where that protocol or method is missing (another uvicorn, no httptools), the
+server falls back to uvicorn's own protocol and the app answers the probes, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from runtime.serving.app import ServerState, probe
+
+log = logging.getLogger("resnet_edge.serve")
+
+
+def http_protocol(state: ServerState):
+    """The ``http`` setting for uvicorn.Config: a protocol class with the probe fast lane, or "auto"."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:
+        return "auto"
+    if not callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)):
+        log.warning("this uvicorn has no _start_asgi_task: health probes go through the app")
+        return "auto"
+
+    class ProbeFastLane(HttpToolsProtocol):
+        def _start_asgi_task(self, cycle, app) -> None:
+            scope = cycle.scope
+            answer = probe(state, scope["path"]) if scope["method"] == "GET" else None
+            if answer is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            t0 = time.perf_counter()
+            name, status, body = answer
+            head = [STATUS_LINE[status]]
+            for key, value in cycle.default_headers:
+                head += [key, b": ", value, b"\r\n"]
+            head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
+            if status == 503:
+                head.append(b"retry-after: 1\r\n")
+            if not cycle.keep_alive:
+                head.append(b"connection: close\r\n")
+            self.transport.write(b"".join(head) + b"\r\n" + body)
+            # What uvicorn's send() does once a response is complete: a body still arriving is dropped,
+            # the connection is closed unless kept alive, and the next pipelined request starts.
+            cycle.response_started = cycle.response_complete = True
+            cycle.message_event.set()
+            if not cycle.keep_alive:
+                self.transport.close()
+            seconds = time.perf_counter() - t0
+            state.metrics.request(name, status, seconds)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(json.dumps({"event": "request", "method": "GET", "path": scope["path"], "status": status,
+                                      "ms": round(seconds * 1e3, 3), "lane": "protocol"}))
+            self.on_response_complete()
+
+    return ProbeFastLane
