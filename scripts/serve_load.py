@@ -8,7 +8,10 @@ here, and says which), then drives it with `resnet-edge loadtest` from the same 
    level with the server's RSS at its start and end and GET /v2/health/ready every 20 ms from a process of
    its own;
 2. 64 binary-tensor clients for --soak: errors and RSS growth from ready to the end;
-3. the same variant in-process at batch 1 (`resnet-edge bench`), right after, so that each protocol's
+3. the empty call of each protocol at one client, interleaved over rounds, with the load generator's own
+   clients: GET /v2/health/live (answered by the HTTP protocol), GET /v2 (through the app) and gRPC
+   ServerLive; this is the floor under each protocol's one-client overhead;
+4. the same variant in-process at batch 1 (`resnet-edge bench`), right after, so that each protocol's
    overhead at one client is its p50 minus the in-process p50.
 It prints every figure next to its goal.
 """
@@ -37,6 +40,46 @@ def in_process_p50(artifacts: str, label: str) -> float:
     return next(r["p50_ms"] for r in rows if r["label"] == label)
 
 
+def empty_calls(http: int, grpc_port: int, rounds: int = 4, calls: int = 1500) -> dict[str, float]:
+    """p50 ms of an empty call per protocol, one client, rounds interleaved (the host drifts over minutes)."""
+    import asyncio
+    import time
+
+    import grpc
+    import numpy as np
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    from runtime.loadtest import Connection
+
+    async def timed(call) -> list[float]:
+        for _ in range(200):  # warm: connection, caches
+            await call()
+        out = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            await call()
+            out.append(time.perf_counter() - t0)
+        return out
+
+    async def run() -> dict[str, list[float]]:
+        conn = Connection("127.0.0.1", http)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        calls_by = {"http GET /v2/health/live": lambda: conn.request("GET", "/v2/health/live"),
+                    "http GET /v2": lambda: conn.request("GET", "/v2"),
+                    "grpc ServerLive": lambda: stub.ServerLive(pb.ServerLiveRequest())}
+        seen: dict[str, list[float]] = {k: [] for k in calls_by}
+        for _ in range(rounds):
+            for name, call in calls_by.items():
+                seen[name] += await timed(call)
+        await conn.close()
+        await channel.close()
+        return seen
+
+    return {k: float(np.percentile(v, 50) * 1e3) for k, v in asyncio.run(run()).items()}
+
+
 def main() -> None:
     import subprocess
     import urllib.request
@@ -61,6 +104,8 @@ def main() -> None:
             report["levels"][protocol] = loadtest(http, grpc, proc.pid, protocol, "1,16,64", a.duration)
         print(f"soak: 64 binary clients for {a.soak}", flush=True)
         report["soak"] = loadtest(http, grpc, proc.pid, "binary", "64", a.soak)[0]
+        print("empty calls: one client, each protocol, interleaved", flush=True)
+        report["empty_call_p50_ms"] = empty_calls(http, grpc)
     finally:
         stop(proc)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
@@ -89,6 +134,9 @@ def main() -> None:
     report["overhead_ms"] = overhead
     goals.append(("1 client: p50 minus in-process p50", ", ".join(f"{p} {v:.3f} ms" for p, v in overhead.items())
                   + f" (in-process {base:.3f} ms)", overhead["grpc"] <= overhead["binary"], "grpc <= binary"))
+    floor = report["empty_call_p50_ms"]
+    goals.append(("1 client: empty call p50 (the floor)", ", ".join(f"{k} {v:.3f} ms" for k, v in floor.items()),
+                  True, "reported"))
     report["goals"] = [{"figure": f, "value": v, "met": bool(m), "goal": g} for f, v, m, g in goals]
     print(f"\nauto chose {label}; buckets {report['batch_buckets']}\n")
     for f, v, m, g in goals:

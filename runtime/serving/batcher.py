@@ -16,6 +16,7 @@ import numpy as np
 from resnet_edge.errors import ToolkitError
 
 log = logging.getLogger("resnet_edge.serve")
+DELIVER_SLICE = 8  # requests answered per turn of the event loop (see DynamicBatcher._deliver)
 
 
 class QueueFull(ToolkitError):
@@ -54,6 +55,7 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self._pending = 0  # submitted, still wanted and not yet answered: queued, being batched or running
+        self._delivering: set[asyncio.Task] = set()  # answers of finished batches, on their way out
         self.accepting = True
 
     async def start(self) -> None:
@@ -126,26 +128,48 @@ class DynamicBatcher:
     async def _run_group(self, loop, group: list[_Pending]) -> None:
         live = [p for p in group if not p.future.done()]  # timed-out and abandoned requests are dropped, not run
         start = time.perf_counter()
+        out = None
         try:
             if live:
                 merged = live[0].batch if len(live) == 1 else np.concatenate([p.batch for p in live])
                 out = await loop.run_in_executor(None, self._infer, merged)
-                offset = 0
-                for p in live:
-                    k = p.batch.shape[0]
-                    if not p.future.done():
-                        p.future.set_result(out[offset:offset + k])
-                    offset += k
         except Exception as exc:  # the backend failed: every request of the batch gets the error
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
-        finally:
-            for _ in group:
-                self._queue.task_done()
+            out = None
+        if out is None:
+            self._done(group)
+        else:  # the answers go out in slices while the next batch is formed and run
+            task = loop.create_task(self._deliver(live, out, group))
+            self._delivering.add(task)
+            task.add_done_callback(self._delivering.discard)
         if self.on_batch and live:
             try:
                 self.on_batch(BatchStats(time.perf_counter() - start, sum(p.batch.shape[0] for p in live)),
                               [start - p.enqueued for p in live])
             except Exception:  # a metrics hook must never take the batcher down with it
                 log.exception("the on_batch callback failed; batching goes on")
+
+    async def _deliver(self, live: list[_Pending], out: np.ndarray, group: list[_Pending]) -> None:
+        """Each request gets its own rows, ``DELIVER_SLICE`` requests per turn of the event loop.
+
+        Waking all 64 handlers of a full batch at once makes one turn of the loop that builds and writes 64
+        responses (several ms on a small CPU), and the loop reads no socket until it ends: a health check or
+        a new request that arrives meanwhile waits for all of it. In slices, the loop reads its sockets between
+        them, and the next batch's requests trickle in instead of arriving all at once."""
+        try:
+            offset = 0
+            for i, p in enumerate(live):
+                if i and i % DELIVER_SLICE == 0:
+                    await asyncio.sleep(0)
+                k = p.batch.shape[0]
+                if not p.future.done():
+                    p.future.set_result(out[offset:offset + k])
+                offset += k
+        finally:
+            self._done(group)
+
+    def _done(self, group: list[_Pending]) -> None:
+        for _ in group:
+            self._queue.task_done()

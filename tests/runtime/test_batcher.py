@@ -84,3 +84,32 @@ def test_a_failing_on_batch_hook_is_logged_and_batching_goes_on(caplog):
         outs = asyncio.run(main())
     assert [o.item() for o in outs] == [0.0, 2.0, 4.0]
     assert "on_batch callback failed" in caplog.text
+
+
+def test_a_full_batch_is_answered_in_slices_with_the_loop_turning_between():
+    """64 answers at once would hold the event loop for one long turn (no socket read, no health check);
+    in slices (DELIVER_SLICE), other work runs between them, and each request still gets its own row."""
+    events: list = []
+
+    async def main():
+        b = DynamicBatcher(SlowBackend(0.05), max_batch_size=64, max_queue_delay_us=500_000)
+        await b.start()
+
+        async def one(i):
+            out = await b.submit(_rows(i), 5)
+            events.append(("answer", i, float(out[0, 0])))
+
+        async def other_work():  # a stand-in for the loop's other callbacks: one step per turn
+            while sum(1 for e in events if e != "turn") < 64:
+                events.append("turn")
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one(i) for i in range(64)), other_work())
+        await b.stop()
+
+    asyncio.run(main())
+    answers = [e for e in events if e != "turn"]
+    assert sorted(answers) == [("answer", i, 2.0 * i) for i in range(64)]  # one merged batch, own rows each
+    first = events.index(answers[0])
+    last = events.index(answers[-1])
+    assert events[first:last].count("turn") >= 3  # in slices of 8: 7; all 64 at once: 0 or 1
