@@ -138,10 +138,11 @@ class DynamicBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             out = None
-        if out is None:
+        offset = 0 if out is None else self._answer(live[:DELIVER_SLICE], out)  # the first slice: now
+        if out is None or len(live) <= DELIVER_SLICE:
             self._done(group)
-        else:  # the answers go out in slices while the next batch is formed and run
-            task = loop.create_task(self._deliver(live, out, group))
+        else:  # the rest in slices, one per turn of the loop, while the next batch is formed and run
+            task = loop.create_task(self._deliver(live[DELIVER_SLICE:], out, offset, group))
             self._delivering.add(task)
             task.add_done_callback(self._delivering.discard)
         if self.on_batch and live:
@@ -151,7 +152,7 @@ class DynamicBatcher:
             except Exception:  # a metrics hook must never take the batcher down with it
                 log.exception("the on_batch callback failed; batching goes on")
 
-    async def _deliver(self, live: list[_Pending], out: np.ndarray, group: list[_Pending]) -> None:
+    async def _deliver(self, rest: list[_Pending], out: np.ndarray, offset: int, group: list[_Pending]) -> None:
         """Each request gets its own rows, ``DELIVER_SLICE`` requests per turn of the event loop.
 
         Waking all 64 handlers of a full batch at once makes one turn of the loop that builds and writes 64
@@ -159,16 +160,21 @@ class DynamicBatcher:
         a new request that arrives meanwhile waits for all of it. In slices, the loop reads its sockets between
         them, and the next batch's requests trickle in instead of arriving all at once."""
         try:
-            offset = 0
-            for i, p in enumerate(live):
-                if i and i % DELIVER_SLICE == 0:
-                    await asyncio.sleep(0)
-                k = p.batch.shape[0]
-                if not p.future.done():
-                    p.future.set_result(out[offset:offset + k])
-                offset += k
+            for i in range(0, len(rest), DELIVER_SLICE):
+                await asyncio.sleep(0)
+                offset = self._answer(rest[i:i + DELIVER_SLICE], out, offset)
         finally:
             self._done(group)
+
+    @staticmethod
+    def _answer(requests: list[_Pending], out: np.ndarray, offset: int = 0) -> int:
+        """Each request its own rows of ``out``, starting at ``offset``; returns the offset after them."""
+        for p in requests:
+            k = p.batch.shape[0]
+            if not p.future.done():
+                p.future.set_result(out[offset:offset + k])
+            offset += k
+        return offset
 
     def _done(self, group: list[_Pending]) -> None:
         for _ in group:
