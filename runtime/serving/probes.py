@@ -28,11 +28,19 @@ def http_protocol(state: ServerState):
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
     except ImportError:
         return "auto"
-    if not callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)):
-        log.warning("this uvicorn has no _start_asgi_task: health probes go through the app")
+    if not all(callable(getattr(HttpToolsProtocol, name, None))
+               for name in ("_start_asgi_task", "_unset_keepalive_if_required", "on_response_complete")):
+        log.warning("this uvicorn's httptools protocol is not the one expected: health probes go through the app")
         return "auto"
 
     class ProbeFastLane(HttpToolsProtocol):
+        def on_message_begin(self) -> None:
+            # A probe answered here arms the keep-alive timer, as any finished response does; a request read
+            # from the same packet behind it must not run under that timer (uvicorn starts pipelined requests
+            # only from a finished response, which arms no timer then).
+            self._unset_keepalive_if_required()
+            super().on_message_begin()
+
         def _start_asgi_task(self, cycle, app) -> None:
             scope = cycle.scope
             answer = probe(state, scope["path"]) if scope["method"] == "GET" else None
