@@ -137,7 +137,6 @@ class DynamicBatcher:
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
-            out = None
         offset = 0 if out is None else self._answer(live[:DELIVER_SLICE], out)  # the first slice: now
         if out is None or len(live) <= DELIVER_SLICE:
             self._done(group)
