@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet_edge.errors import DataError
-from resnet_edge.images import fit_source
+from resnet_edge.images import MAX_PIXELS, fit_source
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-MAX_PIXELS = 40_000_000  # decompression bombs are refused before decoding
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def load_image(path: Path, size: int, resize: int | None, channels: int) -> np.n
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path} cannot be decoded as an image ({type(exc).__name__}).") from None
     except ValueError as exc:
-        raise DataError(f"{path}: {exc}.") from None
+        raise DataError(f"{path} {exc}.") from None
 
 
 def detect_channels(split: FolderSplit, sample: int = 64) -> int:

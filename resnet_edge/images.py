@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_PIXELS = 40_000_000  # refused before decoding, and before any resize step allocates its output
+
 
 def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of a 1-D bilinear resize, as PyTorch computes them (align_corners=False)."""
@@ -59,7 +61,11 @@ def fit_source(img, size: int, resize: int | None = None):
     """A PIL image -> the ``size`` x ``size`` source image a model's data is made of, by its resize policy:
     ``resize`` None stretches the image to the square (Fashion-MNIST's own images are that square already);
     otherwise the shorter side is resized to ``resize`` and the centre ``size`` x ``size`` is cropped, as
-    torchvision's ``Resize(resize)`` + ``CenterCrop(size)`` do. Bilinear throughout."""
+    torchvision's ``Resize(resize)`` + ``CenterCrop(size)`` do. Bilinear throughout.
+
+    Every intermediate image is bounded by ``MAX_PIXELS`` before Pillow allocates it: a 1x20,000 image whose
+    shorter side goes to 256 would otherwise ask for 256x5,120,000 pixels (~4.9 GB in RGB). The ValueError
+    reads as a predicate of "the image" ("is 1x20000 and would be ...")."""
     from PIL import Image
 
     bilinear = Image.Resampling.BILINEAR
@@ -68,12 +74,15 @@ def fit_source(img, size: int, resize: int | None = None):
     w, h = img.size
     if min(w, h) != resize:  # torchvision: the shorter side becomes ``resize``, the longer keeps the aspect
         nw, nh = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+        if nw * nh > MAX_PIXELS:
+            raise ValueError(f"is {w}x{h} and would be {nw}x{nh} after resizing its shorter side to {resize}, over "
+                             f"the {MAX_PIXELS:,}-pixel limit")
         img = img.resize((nw, nh), bilinear, reducing_gap=None)
         w, h = nw, nh
     if (w, h) == (size, size):
         return img
     if w < size or h < size:
-        raise ValueError(f"a {w}x{h} image cannot be centre-cropped to {size}x{size}")
+        raise ValueError(f"is {w}x{h} after resizing and cannot be centre-cropped to {size}x{size}")
     top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 

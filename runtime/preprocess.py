@@ -21,10 +21,9 @@ import numpy as np
 
 from resnet_edge import fmnist
 from resnet_edge.errors import InvalidInput
-from resnet_edge.images import fit_source, to_input
+from resnet_edge.images import MAX_PIXELS, fit_source, to_input
 from runtime.spec import ModelSpec
 
-MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding
 INVERT_CHOICES = ("auto", "yes", "no")
 BORDER = 2
 

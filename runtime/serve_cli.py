@@ -46,7 +46,8 @@ def serve_cmd(
             import grpc  # noqa: F401
             import tritonclient.grpc  # noqa: F401
     except ImportError:
-        raise MissingDependency("Serving needs the serve extra: pip install 'resnet-edge[serve]'.") from None
+        raise MissingDependency("Serving needs starlette, uvicorn, grpcio and tritonclient, which the runtime's own install "
+                                "brings: pip install resnet-edge (pip install . in a checkout).") from None
     from runtime.serving.server import ServeConfig, serve
 
     raise typer.Exit(serve(ServeConfig(

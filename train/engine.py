@@ -107,7 +107,7 @@ def choose_amp(cfg: TrainConfig, device: torch.device, model: nn.Module, batch: 
     x = torch.randn(batch, cfg_channels(model), cfg.image_size, cfg.image_size, generator=gen)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (x.shape[0],), generator=gen)
+    y = torch.randint(0, model.fc.out_features, (x.shape[0],), generator=gen)  # the model's own class count
     return torch.bfloat16 if _bf16_faster_on_cpu(probe, x, y) else None
 
 

@@ -1,1 +1,2 @@
-"""KServe v2 / Triton-compatible HTTP serving (the `serve` extra). Imported only by `resnet-edge serve`."""
+"""KServe v2 / Triton-compatible serving over HTTP and gRPC (in the runtime's own install). Imported only by
+`resnet-edge serve`."""

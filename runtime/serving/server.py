@@ -172,8 +172,8 @@ def serve(cfg: ServeConfig) -> int:
 
 
 def _run(coro) -> None:
-    """On uvloop where it is installed (the serve extra brings it): an event loop in C carries each request
-    at a fraction of asyncio's cost, which is what keeps health checks prompt under load."""
+    """On uvloop where it is installed (uvicorn[standard], a runtime dependency, brings it): an event loop in C
+    carries each request at a fraction of asyncio's cost, which is what keeps health checks prompt under load."""
     try:
         import uvloop
     except ImportError:

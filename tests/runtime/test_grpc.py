@@ -9,8 +9,8 @@ import pytest
 
 from tests.runtime.test_serve import KEY, _free_port, _reference, _start, _stop
 
-grpc = pytest.importorskip("grpc", reason="the serve extra (grpcio) is not installed")
-grpcclient = pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient[grpc]) is not installed")
+grpc = pytest.importorskip("grpc", reason="grpcio (a runtime dependency) is not installed")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (a runtime dependency) is not installed")
 AUTH = {"authorization": f"Bearer {KEY}"}
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from runtime import backends
 
-pytest.importorskip("uvicorn", reason="the serve extra is not installed")
+pytest.importorskip("uvicorn", reason="uvicorn (a runtime dependency) is not installed")
 KEY = "s3cret-token"
 
 

@@ -94,6 +94,8 @@ def test_scan_sorts_classes_and_refuses_bad_folders_in_one_sentence(tmp_path):
 
 
 def test_resize_policy_is_torchvisions_and_the_runtime_applies_it_as_training_did(tmp_path):
+    # torchvision's Resize/CenterCrop size arithmetic, re-derived from its documentation, over Pillow's bilinear
+    # filter (what torchvision calls for a PIL image); torchvision itself cannot be installed beside this torch.
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "RGB")  # 60 wide, 40 high
     out = fit_source(img, 28, 32)
@@ -111,6 +113,31 @@ def test_resize_policy_is_torchvisions_and_the_runtime_applies_it_as_training_di
     assert np.array_equal(runtime_img, folders.load_image(path, 28, 32, 3))
     with pytest.raises(DataError, match="cannot be centre-cropped"):
         folders.load_image(path, 48, 40, 3)  # shorter side 40 -> 40x60, smaller than 48x48
+
+
+def test_a_tiny_image_that_a_resize_would_blow_up_is_refused_before_pillow_allocates(tmp_path, monkeypatch):
+    """A 1x20,000 PNG is a few hundred bytes; its shorter side resized to 256 would be 256x5,120,000 pixels."""
+    path = tmp_path / "sliver.png"
+    Image.new("L", (1, 20_000), 128).save(path)
+    assert path.stat().st_size < 2000
+    allocated = []
+    real_resize = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        allocated.append(size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    with pytest.raises(DataError, match=r"would be 256x5120000 .* over the 40,000,000-pixel limit"):
+        folders.load_image(path, 224, 256, 3)
+    from runtime.preprocess import decode, to_source
+    from runtime.spec import ModelSpec
+
+    spec = ModelSpec("m", "images", "logits", 3, 224, 3, ("a", "b", "c"), (0.5,) * 3, (0.25,) * 3, source_size=224,
+                     source_resize=256)
+    with pytest.raises(InvalidInput, match="The image is 1x20000 and would be 256x5120000"):
+        to_source(decode(path.read_bytes(), "sliver", 3), spec)
+    assert allocated == []  # refused before any resize ran
 
 
 def test_training_on_a_small_rgb_folder_lowers_the_loss(rgb_ckpt):
