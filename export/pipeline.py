@@ -8,6 +8,7 @@ missing or different file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,12 +31,11 @@ from export.parity import TOLERANCES, ParityStats, interleaved_latency_ms, ort_l
 from resnet_edge import __version__
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import AccuracyRegression, ArtifactMismatch, InvalidInput, MissingDependency
-from resnet_edge.fmnist import training_split
 from resnet_edge.images import eval_batch, policy_text, to_input
 from runtime.manifest import GOLDEN_FILE, MANIFEST, write_manifest
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.data import folder_for_model, load_fashion_mnist
 from train.evaluate import predict
+from train.heldout import evaluation_data
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -63,8 +63,6 @@ class ExportConfig:
     heldout_size: int = 2000  # training images, disjoint from calibration, that decide optional variants
 
 
-# Files an export writes into --out; anything else there is the user's and is left alone.
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".engine.json", ".plan", ".npz", ".pt2", ".pt2.json")
 GOLDEN_N = 1000  # enough for INT8's 99% top-1 agreement bound to be resolved (one image is 0.1%)
 
 
@@ -126,35 +124,27 @@ class _Exporter:
         self.skipped: list[dict[str, str]] = []
         self.decisions: dict[str, Any] = {}
 
-    def data_name(self) -> str:
-        return f"the image folder {self.cfg.data}" if self.cfg.data is not None else "the Fashion-MNIST test set"
-
     def load_data(self, console=None) -> None:
+        """Evaluation images, and training images for calibration and export's decisions, by the split the
+        checkpoint recorded (``train.heldout``): never an image it evaluates on, never one it trained on for
+        the decisions."""
         m, cfg = self.mcfg, self.cfg
-        calib_size, heldout_size = cfg.calib_size, cfg.heldout_size
-        if cfg.data is not None:
-            data = folder_for_model(m, cfg.data, console)
-            if len(data.train) == 0:  # no train/ split: calibration draws from the evaluation images
-                data = replace(data, train=data.test)
-                self.decisions["calibration_source"] = ("the image folder has no train/ split, so INT8 calibration "
-                                                        "images are drawn from the evaluation images")
-            n = len(data.train)
-            calib_size = min(calib_size, max(n // 2, 1))
-            heldout_size = min(heldout_size, n - calib_size)
-            if calib_size < quantize.MIN_CALIBRATION:
-                raise InvalidInput(f"{cfg.data} has {n} training images; INT8 calibration needs at least "
-                                   f"{2 * quantize.MIN_CALIBRATION} (or pass --precision fp32,fp16).")
-        else:
-            data = load_fashion_mnist(cfg.data_dir)
-        if cfg.limit is not None:  # evaluation on the first N test images (the manifest says so)
-            data = replace(data, test=data.test.subset(cfg.limit))
+        int8 = "int8" in cfg.precisions
+        data = evaluation_data(m, self.state.get("split"), data_dir=cfg.data_dir, folder=cfg.data, limit=cfg.limit,
+                               calib_size=cfg.calib_size if int8 else 0,
+                               heldout_size=cfg.heldout_size if int8 and cfg.cpu_int8_variant else 0,
+                               seed=cfg.seed, console=console)
+        if int8 and len(data.calibration) < quantize.MIN_CALIBRATION:
+            raise InvalidInput(f"{cfg.data or 'the dataset'} has {len(data.calibration)} training images for INT8 "
+                               f"calibration; it needs at least {quantize.MIN_CALIBRATION} (or pass --precision "
+                               "fp32,fp16).")
         self.data, self.labels = data, data.test.labels.numpy()
-        train_images = data.train.images.numpy()
+        self.evaluated = data.description
+        self.decisions.update({f"{k}_images": v for k, v in data.notes.items()})
         self.test_x = to_input(data.test.images.numpy(), m.mean, m.std, m.image_size)
-        self.calib_idx, self.heldout_idx = training_split(len(data.train), calib_size, heldout_size, cfg.seed)
-        self.calib_x = to_input(train_images[self.calib_idx], m.mean, m.std, m.image_size)
-        self.heldout_x = to_input(train_images[self.heldout_idx], m.mean, m.std, m.image_size)
-        self.heldout_labels = data.train.labels.numpy()[self.heldout_idx]
+        self.calib_x = to_input(data.calibration.images.numpy(), m.mean, m.std, m.image_size)
+        self.heldout_x = to_input(data.heldout.images.numpy(), m.mean, m.std, m.image_size)
+        self.heldout_labels = data.heldout.labels.numpy()
 
     def reference(self) -> None:
         kw = dict(mean=self.mcfg.mean, std=self.mcfg.std, image_size=self.mcfg.image_size)
@@ -162,7 +152,8 @@ class _Exporter:
         with torch.inference_mode():
             step = eval_batch(self.mcfg.image_size)
             self.heldout_ref = np.concatenate([self.model(torch.from_numpy(self.heldout_x[i:i + step])).numpy()
-                                               for i in range(0, len(self.heldout_x), step)])
+                                               for i in range(0, len(self.heldout_x), step)] or
+                                              [np.zeros((0, self.mcfg.num_classes), np.float32)])
         folded = predict(fold_batchnorm(self.model), self.data.test, **kw).numpy()
         self.fold_stats = parity(self.ref, folded, self.labels)
         s = self.fold_stats
@@ -180,7 +171,7 @@ class _Exporter:
             np.savez_compressed(fh, images=self.data.test.images[:n].numpy(), labels=self.labels[:n].astype(np.int64),
                                 logits=self.ref[:n].astype(np.float32))
         self.golden_entry = {"path": GOLDEN_FILE, "sha256": sha256_file(path), "n": n,
-                             "images": f"the first {n} evaluation images of {self.data_name()}, uint8, at the source "
+                             "images": f"the first {n} evaluation images of {self.evaluated}, uint8, at the source "
                                        "size",
                              "logits": "PyTorch FP32, the unfolded checkpoint, eager on the CPU"}
 
@@ -215,8 +206,11 @@ class _Exporter:
         t0 = time.perf_counter()
         int8 = quantize.to_int8(fp32, staging / f"{name}_int8.onnx", self.calib_x, opts)
         s8 = self.evaluate(int8, "int8", time.perf_counter() - t0, opset=cfg.opset, activations="s8",
-                           calibration=opts.calibration.value, calibration_images=cfg.calib_size)
-        if cfg.cpu_int8_variant:
+                           calibration=opts.calibration.value, calibration_images=len(self.calib_x))
+        if cfg.cpu_int8_variant and not len(self.heldout_x):
+            step("INT8 uint8-activation CPU variant")
+            self.decisions["int8_cpu_u8_variant"] = {"kept": False, "rule": "not tried: no held-out images to decide on"}
+        elif cfg.cpu_int8_variant:
             step("INT8 uint8-activation CPU variant")
             self.cpu_int8_variant(fp32, int8, staging / f"{name}_int8_cpu.onnx", opts, s8)
         return int8
@@ -229,14 +223,14 @@ class _Exporter:
         t0 = time.perf_counter()
         u8_path = quantize.to_int8(fp32, out, self.calib_x, replace(opts, activations=quantize.Activations.U8))
         u8 = self.evaluate(u8_path, "int8", time.perf_counter() - t0, opset=self.cfg.opset, activations="u8",
-                           target="cpu", calibration=opts.calibration.value, calibration_images=self.cfg.calib_size)
+                           target="cpu", calibration=opts.calibration.value, calibration_images=len(self.calib_x))
         s8_ms, u8_ms = interleaved_latency_ms([s8_path, u8_path], self.heldout_x[:64])
         s8_held = parity(self.heldout_ref, ort_logits(s8_path, self.heldout_x), self.heldout_labels)
         u8_held = parity(self.heldout_ref, ort_logits(u8_path, self.heldout_x), self.heldout_labels)
         keep, rule = u8_variant_decision(s8_ms, u8_ms, s8_held, u8_held)
         keep = keep and u8["status"] == "ok"
         self.decisions["int8_cpu_u8_variant"] = {
-            "kept": keep, "split": f"{len(self.heldout_x)} held-out training images (disjoint from calibration)",
+            "kept": keep, "split": self.decisions.get("heldout_images", f"{len(self.heldout_x)} held-out images"),
             "s8_ms_batch64": round(s8_ms, 3), "u8_ms_batch64": round(u8_ms, 3),
             "s8_heldout_accuracy": s8_held.accuracy, "u8_heldout_accuracy": u8_held.accuracy,
             "u8_heldout_top1_agreement": u8_held.top1_agreement, "rule": rule}
@@ -333,7 +327,7 @@ class _Exporter:
                        "data_sha256": s.get("data_sha256", "")},
             "fold": self.fold_stats.to_dict(),
             "golden": self.golden_entry,
-            "evaluation": {"data": self.data_name(), "test_images": len(self.labels), "limit": self.cfg.limit,
+            "evaluation": {"data": self.evaluated, "test_images": len(self.labels), "limit": self.cfg.limit,
                            "precisions": list(self.cfg.precisions)},
             "artifacts": self.rows,
             "skipped": self.skipped,
@@ -429,16 +423,27 @@ def _artifact_files(manifest: dict[str, Any]) -> set[str]:
     return names | ({manifest["golden"]["path"]} if manifest.get("golden") else set())
 
 
-def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Old manifest out first, stale artifacts out, new artifacts in, new manifest last (each step atomic).
+def _previous_files(out: Path) -> set[str]:
+    """The files the manifest already in ``out`` names: what an earlier export wrote there. An unreadable or
+    malformed manifest names nothing, so nothing is removed on its word."""
+    try:
+        names = _artifact_files(json.loads((out / MANIFEST).read_text()))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n and Path(n).name == n}  # plain names inside ``out`` only
 
-    Afterwards ``out`` holds exactly the manifest's files (plus the TensorRT timing cache and
-    files that are not artifacts at all); an interruption leaves no manifest naming a missing file."""
-    (out / MANIFEST).unlink(missing_ok=True)
+
+def _commit(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Old manifest out first, the files it named and the new one does not out, new artifacts in, new manifest
+    last (each step atomic).
+
+    Only files an earlier export's manifest names are removed: a user's own files in ``out`` (a calib.npz,
+    another model's ONNX) stay; an interruption leaves no manifest naming a missing file."""
     keep = _artifact_files(manifest)
-    for path in out.iterdir():
-        if path.is_file() and path.name not in keep and path.name.endswith(ARTIFACT_SUFFIXES):
-            path.unlink()
+    previous = _previous_files(out)
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in previous - keep:
+        (out / name).unlink(missing_ok=True)
     for name in keep:
         os.replace(staging / name, out / name)
     write_manifest(out, manifest)

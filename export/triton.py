@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ from typing import Any
 from resnet_edge.atomic import atomic_path, atomic_write_text
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
-# The folders model_name() makes, for any ResNet, precision and format: other models in a shared
-# repository are never touched.
-OURS = re.compile(r"resnet\d+_(fp32|fp16|bf16|int8)(_[a-z0-9]+)?_(onnx|trt)")
+# Written into every model folder an export makes: a later export of the same model removes only folders that
+# carry it with that model's name, so other models in a shared repository (another ResNet's, anyone's) stay.
+MARKER = "resnet_edge.json"
 
 
 def model_name(art: dict[str, Any], base: str) -> str:
@@ -83,7 +83,18 @@ def write_triton_repo(manifest: dict[str, Any], artifacts_dir: Path, repo: Path,
         atomic_write_text(model_dir / "labels.txt", labels)
         atomic_write_text(model_dir / "config.pbtxt",
                           config_pbtxt(name, art, manifest, max_batch_size, queue_delay_us))
+        atomic_write_text(model_dir / MARKER, json.dumps({"written_by": "resnet-edge export", "model": base,
+                                                          "artifact": art["path"], "sha256": art["sha256"]}, indent=2))
         written.append(model_dir)
-    for stale in sorted(p for p in repo.iterdir() if p.is_dir() and OURS.fullmatch(p.name) and p not in written):
-        shutil.rmtree(stale)  # a model an earlier export wrote and this one did not
+    for stale in sorted(p for p in repo.iterdir() if p.is_dir() and p not in written and _ours(p, base)):
+        shutil.rmtree(stale)  # this model's folder from an earlier export, for a variant this one did not make
     return written
+
+
+def _ours(model_dir: Path, base: str) -> bool:
+    """Whether an earlier export of model ``base`` wrote this folder (its marker says so)."""
+    try:
+        doc = json.loads((model_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("written_by") == "resnet-edge export" and doc.get("model") == base

@@ -36,8 +36,15 @@ class FolderSplit:
 class ImageFolder:
     root: Path
     classes: tuple[str, ...]
-    train: FolderSplit | None  # None: DIR holds class folders only (no train/ and val/)
-    val: FolderSplit
+    train: FolderSplit | None  # None: DIR holds class folders only (no split folders)
+    val: FolderSplit  # the evaluation split: its split folder, or every image when there is none
+    val_name: str | None = None  # that folder's name (val, valid, validation or test); None: no split folders
+    validation: FolderSplit | None = None  # train/ + val/ + test/: val/ selects the model, test/ evaluates it
+    validation_name: str | None = None
+
+
+TRAIN_NAME = "train"
+EVAL_NAMES = ("val", "valid", "validation", "test")  # torchvision's, Kaggle's and Hugging Face's split folder names
 
 
 def _classes(root: Path) -> list[str]:
@@ -56,27 +63,62 @@ def _split(root: Path, classes: list[str]) -> FolderSplit:
     return FolderSplit(tuple(paths), np.asarray(labels, np.int64))
 
 
+def _split_layout(root: Path, top: list[str]) -> tuple[str | None, str | None]:
+    """(evaluation folder, validation folder) of a DIR/train + DIR/<eval> layout, (None, None) for class folders
+    only; a layout that mixes split folders with class folders, or is ambiguous, is one sentence."""
+    names = ", ".join(f"{n}/" for n in (TRAIN_NAME, *EVAL_NAMES))
+    splits = [d for d in top if d in (TRAIN_NAME, *EVAL_NAMES)]
+    if not splits:
+        return None, None
+    others = [d for d in top if d not in splits]
+    evals = [d for d in EVAL_NAMES if d in splits]
+    if splits == [TRAIN_NAME] and not others:
+        raise DataError(f"{root} has train/ but no val/, valid/, validation/ or test/ beside it; add one, or put the "
+                        "class folders directly in DIR to hold out a seeded 10% for evaluation.")
+    if TRAIN_NAME not in splits or not evals or others:
+        what = (f"a class folder '{others[0]}' beside its split folder(s) {', '.join(f'{d}/' for d in splits)}"
+                if others and TRAIN_NAME in splits and evals else
+                f"a folder '{splits[0]}', a split folder name, among its class folders")
+        raise DataError(f"{root} has {what}; a split dataset is DIR/train/<class>/... with one of DIR/val/, valid/, "
+                        f"validation/ or test/ (split folder names, {names}, are never class names).")
+    held = [d for d in evals if d != "test"]
+    if len(held) > 1:
+        raise DataError(f"{root} has both {held[0]}/ and {held[1]}/; keep one validation folder (and test/ if you "
+                        "have one).")
+    if "test" in evals:  # train/ + val/ + test/: val/ chooses the epoch, test/ reports
+        return "test", (held[0] if held else None)
+    return held[0], None
+
+
 def scan(root: Path | str) -> ImageFolder:
-    """The folder's classes and images, or one sentence saying what is wrong with it."""
+    """The folder's classes and images, or one sentence saying what is wrong with it.
+
+    ``DIR/<class>/...`` (no split), or ``DIR/train/<class>/...`` with ``val/``, ``valid/``, ``validation/`` or
+    ``test/`` beside it (with both a validation folder and ``test/``, the validation folder selects the model
+    and ``test/`` evaluates it)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a directory of class folders.")
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        classes = _classes(root / "train")
-        extra = sorted(set(_classes(root / "val")) - set(classes))
-        if extra:
-            raise DataError(f"{root / 'val'} has class folder '{extra[0]}', which {root / 'train'} lacks.")
-        train, val = _split(root / "train", classes), _split(root / "val", classes)
+    eval_name, validation_name = _split_layout(root, _classes(root))
+    train = validation = None
+    if eval_name is not None:
+        classes = _classes(root / TRAIN_NAME)
+        for name in filter(None, (eval_name, validation_name)):
+            extra = sorted(set(_classes(root / name)) - set(classes))
+            if extra:
+                raise DataError(f"{root / name} has class folder '{extra[0]}', which {root / TRAIN_NAME} lacks.")
+        train, val = _split(root / TRAIN_NAME, classes), _split(root / eval_name, classes)
+        validation = _split(root / validation_name, classes) if validation_name else None
     else:
         classes = _classes(root)
-        train, val = None, _split(root, classes)
+        val = _split(root, classes)
     if len(classes) < 2:
         raise DataError(f"{root} has {len(classes)} class folder(s); an image folder needs at least two "
                         "(DIR/<class name>/*.png|jpg|jpeg|webp).")
-    for name, split in (("train", train), ("val", val)):
+    for name, split in ((TRAIN_NAME, train), (eval_name or "class", val), (validation_name, validation)):
         if split is not None and len(split) == 0:
             raise DataError(f"{root} has no {'/'.join(EXTENSIONS)} images in its {name} class folders.")
-    return ImageFolder(root, tuple(classes), train, val)
+    return ImageFolder(root, tuple(classes), train, val, eval_name, validation, validation_name)
 
 
 def load_image(path: Path, size: int, resize: int | None, channels: int) -> np.ndarray:

@@ -56,6 +56,7 @@ class LatencyStats:
     accuracy: float | None = None  # the artifact's measured test accuracy, where known
     effective_precision: str | None = None  # what the library really computes in, where it differs
     compile_s: float | None = None  # time spent compiling at load (torch.compile peers), apart from the latency
+    round_p50_ms: tuple[float, ...] | None = None  # each interleaved round's median: the spread of a ratio
 
 
 def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flops: Flops | None,
@@ -75,6 +76,7 @@ def summarize(times_s: np.ndarray, v: Variant, batch: int, device: str, flops: F
         max_ms=float(ms.max()), throughput_ips=batch / (mean / 1e3), gflops=gflops, gflops_real=real,
         peak_ratio=real / peak if real and peak else None,
         accuracy=v.artifact.test_accuracy if v.artifact else None,
+        round_p50_ms=tuple(float(m) * 1e3 for m in round_medians_s) if round_medians_s else None,
     )
 
 
@@ -290,6 +292,14 @@ class BenchResult:
     peaks: dict[str, float | None] = field(default_factory=dict)
     peak_sources: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # Ours, per comparison group ("<class>@cpu", "<class>@gpu", "any@gpu"): one variant, fixed before timing
+    # by auto's rule, so that no ratio divides by the luckiest of several noisy measurements.
+    fixed: dict[str, str] = field(default_factory=dict)
+
+    def ours(self, batch: int, cls: str, gpu: bool) -> LatencyStats | None:
+        label = self.fixed.get(f"{cls}@{'gpu' if gpu else 'cpu'}")
+        rows = [r for r in self.rows if r.batch == batch and not r.peer and r.label == label]
+        return rows[0] if rows else None
 
     def best(self, batch: int, *, peer: bool, precision: str | None = None, gpu: bool | None = None,
              ) -> LatencyStats | None:
@@ -299,25 +309,29 @@ class BenchResult:
         return min(rows, key=lambda r: r.p50_ms) if rows else None
 
     def speedups(self) -> list[dict[str, Any]]:
-        """Per batch and peer: our fastest variant of the same precision class (the precision the peer
-        really computes in) against it, as a ratio of p50 latencies, with both accuracies.
-        On a GPU, where a user picks a precision as freely as a library, each peer is also compared with our
-        fastest GPU path of any precision (class ``any``), with both precisions named in the labels."""
+        """Per batch and peer: our variant of the same precision class (the precision the peer really computes
+        in), fixed before timing (``fixed``), against it, as a ratio of p50 latencies (medians of the rounds'
+        medians), with the lowest and highest of the per-round ratios (each round times both, interleaved)
+        and both accuracies. On a GPU, where a user picks a precision as freely as a library, each peer is also
+        compared with our fixed GPU variant of any precision (class ``any``), both precisions named."""
         out = []
         for b in self.config.batches:
             for peer in (r for r in self.rows if r.batch == b and r.peer):
                 cls = precision_class(peer)
-                gpu = True if peer.device.startswith("cuda") else None  # a GPU peer meets our GPU rows
-                pairs = [(cls, self.best(b, peer=False, precision=cls, gpu=gpu))]
-                fastest = self.best(b, peer=False, gpu=gpu)
-                if gpu and fastest and precision_class(fastest) != cls:
+                gpu = peer.device.startswith("cuda")
+                pairs = [(cls, self.ours(b, cls, gpu))]
+                fastest = self.ours(b, "any", gpu) if gpu else None
+                if fastest and precision_class(fastest) != cls:
                     pairs.append(("any", fastest))
                 for name, ours in pairs:
+                    spread = _round_ratios(peer, ours) if ours else []
                     out.append({"batch": b, "class": name, "peer": peer.label, "peer_p50_ms": peer.p50_ms,
                                 "peer_accuracy": peer.accuracy, "ours": ours.label if ours else None,
                                 "ours_p50_ms": ours.p50_ms if ours else None,
                                 "ours_accuracy": ours.accuracy if ours else None,
-                                "speedup": peer.p50_ms / ours.p50_ms if ours else None})
+                                "speedup": peer.p50_ms / ours.p50_ms if ours else None,
+                                "speedup_min": min(spread) if spread else None,
+                                "speedup_max": max(spread) if spread else None})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,7 +339,39 @@ class BenchResult:
                 "gflop_per_image": self.flops.nominal / 1e9 if self.flops else None,
                 "gflop_per_image_real": self.flops.real / 1e9 if self.flops else None,
                 "peaks_gflops": self.peaks, "peak_sources": self.peak_sources,
-                "results": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped}
+                "results": [asdict(r) for r in self.rows], "speedups": self.speedups(), "skipped": self.skipped,
+                "ours_fixed": self.fixed, "ours_fixed_rule": FIXED_RULE}
+
+
+FIXED_RULE = ("per precision class (and device), the variant auto would serve: the lowest median latency at batch 8 "
+              "over a 0.3 s run before any timing; every peer in that class is held against it alone")
+
+
+def _round_ratios(peer: LatencyStats, ours: LatencyStats) -> list[float]:
+    a, b = peer.round_p50_ms or (), ours.round_p50_ms or ()
+    return [p / o for p, o in zip(a, b) if o > 0] if len(a) == len(b) else []
+
+
+def fix_ours(loaded: list, effective: dict[str, str], batch: np.ndarray, timer=None) -> dict[str, str]:
+    """Our one variant per comparison group, chosen before timing by auto's rule (``FIXED_RULE``)."""
+    from runtime.select import median_latency_s
+
+    timer = timer or median_latency_s
+    groups: dict[str, list] = {}
+    for v, backend in loaded:
+        if v.peer:
+            continue
+        where = "gpu" if backend.device.startswith("cuda") else "cpu"
+        groups.setdefault(f"{effective[v.label]}@{where}", []).append((v, backend))
+        if where == "gpu":
+            groups.setdefault("any@gpu", []).append((v, backend))
+    fixed = {}
+    for key, members in groups.items():
+        if len(members) == 1:
+            fixed[key] = members[0][0].label
+        else:
+            fixed[key] = min(members, key=lambda m: timer(m[1], batch[: m[1].max_batch]))[0].label
+    return fixed
 
 
 def precision_class(row: LatencyStats) -> str:
@@ -369,6 +415,9 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
                 logits = np.concatenate([backend.infer(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
                 accuracy[v.label] = float((logits.argmax(1) == y).mean())
         effective = {v.label: backend.effective_precision for v, backend in loaded}
+        if progress:
+            progress("fixing our variant per precision class (auto's rule) before timing")
+        result.fixed = fix_ours(loaded, effective, np.ascontiguousarray(images[: min(8, max_batch)]))
         if cfg.roofline:
             for p in sorted(set(effective.values())):
                 if progress:

@@ -2,7 +2,8 @@
 
 Closed loop (``--concurrency``): each level runs N workers, each on its own keep-alive HTTP/1.1 connection
 (a lean asyncio client, so the generator itself adds little latency) or its own gRPC channel, sending real
-Fashion-MNIST test images and checking every response. Open loop (``--rate``): requests arrive as a Poisson
+images (the artifacts' golden set, or Fashion-MNIST's test set) prepared as the server's model metadata says
+(input shape, datatype and preprocessing), and checking every response. Open loop (``--rate``): requests arrive as a Poisson
 process at a fixed rate whatever the server does, and each latency counts from the request's scheduled
 arrival, so a server that falls behind shows it (no coordinated omission).
 """
@@ -305,24 +306,77 @@ async def run_rate(make_sender, protocol: str, payloads, rate: float, duration_s
     return _result(protocol, peak, latencies, errors, seconds, batch, rss_start, server_pid, rate=rate)
 
 
-async def _metadata(url: str, model: str, auth: dict[str, str]) -> dict:
+async def _get(url: str, method: str, path: str, auth: dict[str, str], body: bytes = b"") -> dict:
     parts = urlsplit(url)
     conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
     try:
-        status, _, body = await conn.request("GET", f"/v2/models/{model}", headers=auth)
+        status, _, data = await conn.request(method, path, body, headers=auth)
     except (ConnectionError, OSError) as exc:
         raise InvalidInput(f"Cannot reach {url} ({exc.strerror or type(exc).__name__}).") from None
     finally:
         await conn.close()
     if status != 200:
-        raise InvalidInput(f"{url} answered {status} for model '{model}': {body.decode(errors='replace')[:200]}")
-    return json.loads(body)
+        raise InvalidInput(f"{url}{path} answered {status}: {data.decode(errors='replace')[:200]}")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise InvalidInput(f"{url}{path} did not answer JSON.") from None
+
+
+async def _metadata(url: str, model: str | None, auth: dict[str, str]) -> dict:
+    """The model's metadata; without a name, the one model the server's repository index lists."""
+    if model is None:
+        index = await _get(url, "POST", "/v2/repository/index", auth)
+        names = [m.get("name") for m in index if isinstance(m, dict)] if isinstance(index, list) else []
+        if len(names) != 1:
+            raise InvalidInput(f"{url} serves {len(names)} models ({', '.join(map(str, names))}); pass --model NAME.")
+        model = names[0]
+    return await _get(url, "GET", f"/v2/models/{model}", auth)
+
+
+def request_images(meta: dict, artifacts: str | None, data_dir: str | None, n: int) -> np.ndarray:
+    """``n`` real images prepared as the model's metadata says: the artifacts' golden set, or Fashion-MNIST's
+    test set for a model that reads it; float32 [n, C, S, S]."""
+    from resnet_edge.errors import DataError
+    from resnet_edge.images import to_input
+
+    (inp,) = meta["inputs"]
+    if inp.get("datatype") != "FP32" or len(inp.get("shape", [])) != 4:
+        raise InvalidInput(f"The model's input is {inp.get('datatype')} {inp.get('shape')}; loadtest sends FP32 "
+                           "[N, C, H, W] images.")
+    pre = (meta.get("parameters") or {}).get("preprocessing")
+    if not isinstance(pre, dict):
+        raise InvalidInput("The server's model metadata carries no preprocessing (parameters.preprocessing): it is "
+                           "not a resnet-edge server of this version.")
+    if artifacts is not None:
+        from runtime.spec import load_artifacts
+
+        images = load_artifacts(artifacts).golden()[0]
+    elif (pre["channels"], pre["source_size"], pre.get("source_resize")) == (1, 28, None):
+        from resnet_edge import fmnist
+
+        try:
+            images = fmnist.load_arrays(data_dir).test_images
+        except DataError as exc:
+            raise InvalidInput(f"{exc} Or pass --artifacts DIR to send its golden set.") from None
+    else:
+        raise InvalidInput(f"This model reads {pre['channels']}-channel {pre['source_size']} px images; pass "
+                           "--artifacts DIR to send its golden set.")
+    channels = 3 if images.ndim == 4 else 1
+    if channels != pre["channels"] or images.shape[1] != pre["source_size"]:
+        raise InvalidInput(f"The images are {channels}-channel {images.shape[1]} px; the model reads "
+                           f"{pre['channels']}-channel {pre['source_size']} px images (other artifacts?).")
+    images = np.resize(images, (max(n, 1), *images.shape[1:])) if len(images) < n else images[:n]
+    x = to_input(images, pre["mean"], pre["std"], pre["image_size"])
+    if list(x.shape[1:]) != inp["shape"][1:]:
+        raise InvalidInput(f"Prepared images are {list(x.shape[1:])}, the model's input is {inp['shape'][1:]}.")
+    return x
 
 
 @dataclass
 class LoadTestConfig:
     url: str
-    model: str = "resnet18"
+    model: str | None = None  # None: the one model the server's repository index lists
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
     rates: tuple[float, ...] = ()  # open-loop levels in requests/s; when given, instead of the concurrency levels
     protocol: str = "http"  # http | grpc
@@ -333,12 +387,10 @@ class LoadTestConfig:
     api_key: str | None = None
     server_pid: int | None = None
     data_dir: str | None = None
+    artifacts: str | None = None  # send its golden set's images (else Fashion-MNIST's test set, where it fits)
 
 
 def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
-    from resnet_edge import fmnist
-    from resnet_edge.images import to_input
-
     if not cfg.url.startswith("http://"):
         raise InvalidInput(f"URL must start with http://, not '{cfg.url}'.")
     if cfg.protocol not in ("http", "grpc"):
@@ -350,12 +402,11 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
     auth = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     meta = asyncio.run(_metadata(cfg.url, cfg.model, auth))  # over HTTP: it also proves the server is up
     (inp,), (out,) = meta["inputs"], meta["outputs"]
-    data = fmnist.load_arrays(cfg.data_dir)
-    mean, std = fmnist.pixel_stats(data.train_images)
-    images = to_input(data.test_images[: 256 * cfg.batch], mean, std, inp["shape"][-1])
+    model = meta["name"]
+    images = request_images(meta, cfg.artifacts, cfg.data_dir, 256 * cfg.batch)
     classes = out["shape"][-1]
     if cfg.protocol == "grpc":
-        payloads = grpc_requests(images, cfg.batch, cfg.model, inp["name"], out["name"])
+        payloads = grpc_requests(images, cfg.batch, model, inp["name"], out["name"])
 
         def make_sender():
             return GrpcSender(cfg.grpc_url, auth, cfg.batch, classes)
@@ -363,7 +414,7 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
         payloads = encode_requests(images, cfg.batch, inp["name"], out["name"], cfg.binary)
 
         def make_sender():
-            return HttpSender(cfg.url, cfg.model, auth, cfg.batch, classes)
+            return HttpSender(cfg.url, model, auth, cfg.batch, classes)
     results = []
     for level in cfg.rates or cfg.concurrency:
         if progress:

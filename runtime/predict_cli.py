@@ -8,9 +8,12 @@ go on, and the exit status is 1 if any failed.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -52,6 +55,21 @@ def expand(paths: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
         else:
             problems.append((text, f"{text} does not exist."))
     return files, problems
+
+
+AHEAD_BATCHES = 2  # decoded images waiting for inference: at most this many batches' worth
+
+
+def decode_ahead(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``fn`` over ``items`` in ``pool``, in order, with at most ``ahead`` results decoded and not yet taken:
+    ``Executor.map`` submits every item at once, and decoded images then pile up in memory on a large folder."""
+    items = iter(items)
+    window = deque(pool.submit(fn, x) for x in itertools.islice(items, ahead))
+    while window:
+        done = window.popleft()
+        for x in itertools.islice(items, 1):
+            window.append(pool.submit(fn, x))
+        yield done.result()
 
 
 def _decode(path: Path, predictor, invert: str):
@@ -101,7 +119,7 @@ def predict_cmd(
             Progress(TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=err, transient=True, disable=len(files) < 2) as bar:
         task = bar.add_task("predict", total=len(files))
-        decoded = pool.map(lambda p: _decode(p, predictor, invert), files)
+        decoded = decode_ahead(pool, lambda p: _decode(p, predictor, invert), files, AHEAD_BATCHES * batch_size)
         batch, names = [], []
 
         def flush() -> None:

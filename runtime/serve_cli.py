@@ -27,12 +27,18 @@ def serve_cmd(
     host: Annotated[str, Opt(help="Bind address; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
     port: Annotated[int, Opt()] = 8000,
     grpc_port: Annotated[Optional[int], Opt(help="Also serve KServe v2 over gRPC on this port (same host).")] = None,
-    model_name: Annotated[str, Opt(help="Model name in the KServe v2 URLs.")] = "resnet18",
+    model_name: Annotated[Optional[str], Opt(help="Model name in the KServe v2 URLs (default: the manifest's, e.g. "
+                                                  "resnet18).")] = None,
     max_batch_size: Annotated[int, Opt(help="Largest merged batch, and the largest request batch.")] = 64,
     max_queue_delay_us: Annotated[int, Opt(help="Extra wait for more requests (0: merge only what is queued).")] = 0,
     max_queue: Annotated[int, Opt(help="Queued requests before new ones get 503 + Retry-After.")] = 1024,
     request_timeout: Annotated[str, Opt(help="Per-request timeout.")] = "30s",
     max_body_mb: Annotated[float, Opt(help="Largest accepted request body.")] = 32.0,
+    body_timeout: Annotated[str, Opt(help="A request body must arrive whole within this, else 408.")] = "30s",
+    max_buffer_mb: Annotated[float, Opt(help="Request bodies being read on all connections together; past it, "
+                                             "503 + Retry-After.")] = 256.0,
+    max_connections: Annotated[int, Opt(help="Open connections (and requests in progress) before new requests get "
+                                             "503.")] = 1024,
     api_key: Annotated[Optional[str], Opt(help="Require 'Authorization: Bearer KEY' (or set RESNET_EDGE_API_KEY).")] = None,
     threads: Annotated[int, Opt(help="Backend threads (0: library default).")] = 0,
     log_level: Annotated[str, Opt(help="debug logs one JSON line per request; errors are always logged.")] = "info",
@@ -54,14 +60,15 @@ def serve_cmd(
         artifacts=artifacts_dir, backend=backend, precision=precision, model_name=model_name, host=host, port=port,
         grpc_port=grpc_port,
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, max_queue=max_queue,
-        request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, api_key=api_key, threads=threads,
+        request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, body_timeout_s=_seconds(body_timeout),
+        max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key, threads=threads,
         log_level=log_level)))
 
 
 @cli_errors
 def loadtest_cmd(
     url: Annotated[str, typer.Argument(help="Server base URL, e.g. http://127.0.0.1:8000")],
-    model: Annotated[str, Opt(help="Model name.")] = "resnet18",
+    model: Annotated[Optional[str], Opt(help="Model name (default: the one model the server lists).")] = None,
     concurrency: Annotated[str, Opt(help="Comma-separated concurrency levels (closed loop).")] = "1,4,16,64",
     rate: Annotated[Optional[str], Opt(help="Comma-separated request rates per second: open loop, Poisson "
                                             "arrivals, instead of the concurrency levels.")] = None,
@@ -75,8 +82,11 @@ def loadtest_cmd(
     json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
+    artifacts: Annotated[Optional[Path], Opt(help="Send the golden set's images of these artifacts (any model; "
+                                                  "default: Fashion-MNIST's test set, for a model that reads it).")] = None,
 ) -> None:
-    """Drive a KServe v2 server at each concurrency level; report throughput, latency and errors."""
+    """Drive a KServe v2 server at each concurrency level; report throughput, latency and errors. Images are
+    prepared as the server's model metadata says."""
     from resnet_edge.atomic import atomic_write_text
     from runtime.loadtest import LoadTestConfig, results_dicts, run_loadtest
 
@@ -87,7 +97,8 @@ def loadtest_cmd(
     cfg = LoadTestConfig(url=url.rstrip("/"), model=model, concurrency=_ints(concurrency, "--concurrency"),
                          rates=rates, protocol=protocol, grpc_url=grpc_url,
                          duration_s=_seconds(duration), batch=batch, binary=binary, api_key=api_key,
-                         server_pid=server_pid, data_dir=str(data_dir) if data_dir else None)
+                         server_pid=server_pid, data_dir=str(data_dir) if data_dir else None,
+                         artifacts=str(artifacts) if artifacts else None)
     what = "rate {} req/s" if rates else "concurrency {}"
     results = run_loadtest(cfg, progress=lambda c: console.print(f"[dim]{what.format(c)} for {cfg.duration_s:g}s[/]"))
     payload = "raw gRPC tensors" if protocol == "grpc" else f"{'binary' if binary else 'JSON'} tensors"

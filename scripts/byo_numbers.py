@@ -133,15 +133,14 @@ def int8_agreement(arts: Path, ckpt: Path, folder: Path) -> dict:
     from export.parity import ort_logits
     from export.quantize import to_int8
     from resnet_edge.images import to_input
-    from train.checkpoint import load_model
-    from train.data import folder_for_model
+    from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.heldout import evaluation_data
 
-    cfg = load_model(ckpt).config
-    data = load_image_folder(folder, cfg.source_size, cfg.source_resize, 3)
-    calib = to_input(data.train.images.numpy()[np.random.default_rng(0).permutation(len(data.train))[:256]],
-                     cfg.mean, cfg.std, cfg.image_size)
-    evald = folder_for_model(cfg, folder)
-    x = to_input(evald.test.images.numpy()[:500], cfg.mean, cfg.std, cfg.image_size)
+    state = load_checkpoint(ckpt)
+    cfg = model_from_checkpoint(state, ckpt).config
+    evald = evaluation_data(cfg, state.get("split"), folder=folder, limit=500, calib_size=256)
+    calib = to_input(evald.calibration.images.numpy(), cfg.mean, cfg.std, cfg.image_size)
+    x = to_input(evald.test.images.numpy(), cfg.mean, cfg.std, cfg.image_size)
     t0 = time.perf_counter()
     q = to_int8(arts / "resnet50_fp32.onnx", arts.parent / "r50_int8.onnx", calib)
     quant_s = time.perf_counter() - t0

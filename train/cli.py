@@ -40,7 +40,9 @@ def train_cmd(
     hflip: Annotated[Optional[bool], Opt("--hflip/--no-hflip", help="Random horizontal flips.")] = None,
     erase_prob: Annotated[Optional[float], Opt(help="Random-erasing probability.")] = None,
     limit_train: Annotated[Optional[int], Opt(help="Train on the first N images only (smoke runs).")] = None,
-    limit_test: Annotated[Optional[int], Opt(help="Evaluate on the first N test images only.")] = None,
+    limit_test: Annotated[Optional[int], Opt(help="Validate and evaluate on the first N images only.")] = None,
+    val_size: Annotated[Optional[int], Opt(help="Validation images carved from the training images to choose the "
+                                                "best epoch (a tenth at most; default 5000); 0 keeps the last epoch.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
     data: Annotated[Optional[Path], Opt("--data", help="An image folder (DIR/<class>/*.png|jpg|jpeg|webp, optionally "
                                                        "DIR/train and DIR/val) instead of Fashion-MNIST.")] = None,
@@ -68,7 +70,7 @@ def train_cmd(
                      label_smoothing=label_smoothing, weight_decay=weight_decay, seed=seed, device=device,
                      threads=threads, channels_last=channels_last, amp=amp, depth=depth, stem=stem,
                      image_size=image_size, crop_padding=crop_padding, hflip=hflip, erase_prob=erase_prob,
-                     limit_train=limit_train, limit_test=limit_test)
+                     limit_train=limit_train, limit_test=limit_test, val_size=val_size)
     if resume and (out / "last.pt").is_file():
         saved = TrainConfig.from_dict(load_checkpoint(out / "last.pt").get("train_config", {}))
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -87,13 +89,16 @@ def train_cmd(
         from train.data import load_image_folder
 
         folder = load_image_folder(data, cfg.image_size, resize or cfg.image_size, channels, seed=cfg.seed,
-                                   console=console)
-        split = "its val/ folder" if (data / "val").is_dir() and (data / "train").is_dir() else "10% held out"
-        console.print(f"{data}: {len(folder.class_names)} classes, {len(folder.train)} training images, "
-                      f"{len(folder.test)} for evaluation ({split}), {folder.channels} channel(s)")
+                                   validation=cfg.val_size, console=console)
+        s = folder.split
+        held = f", {s['validation']['n']} for validation ({s['validation']['source']})" if s["validation"] else ""
+        console.print(f"{data}: {len(folder.class_names)} classes, {len(folder.train)} training images{held}, "
+                      f"{len(folder.test)} for evaluation ({s['evaluation']['source']}), {folder.channels} channel(s)")
     result = train(cfg, out, data_dir=data_dir, data=folder, resume=resume, init=init)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        console.print(f"[bold green]best test accuracy {result.best_acc:.2%}[/] (epoch {result.best_epoch}) in "
+        chosen = (f"epoch {result.best_epoch}, validation accuracy {result.best_acc:.2%}" if cfg.val_size
+                  else f"the last epoch, {result.best_epoch}")
+        console.print(f"[bold green]test accuracy {result.test_acc:.2%}[/] of best.pt ({chosen}) after "
                       f"{result.train_seconds:.0f}s of training; checkpoints in {out}/")
 
 
@@ -101,32 +106,36 @@ def train_cmd(
 def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="Checkpoint to evaluate.")] = Path("checkpoints/best.pt"),
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four IDX files.")] = None,
-    data: Annotated[Optional[Path], Opt("--data", help="Evaluate on an image folder (its val/ split, or every image) "
-                                                       "instead of the Fashion-MNIST test set.")] = None,
+    data: Annotated[Optional[Path], Opt("--data", help="Evaluate on an image folder instead of the Fashion-MNIST test "
+                                                       "set: the images the checkpoint held out (its split folder, or "
+                                                       "the share it recorded).")] = None,
     plot: Annotated[Optional[Path], Opt(help="Write the confusion matrix as a PNG here.")] = None,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
     device: Annotated[str, Opt()] = "auto",
 ) -> None:
     """Overall and per-class test accuracy and the confusion matrix of a checkpoint."""
     from resnet_edge.atomic import atomic_write_text
-    from train.checkpoint import load_model
-    from train.data import folder_for_model, load_fashion_mnist
+    from train.checkpoint import load_checkpoint, model_from_checkpoint
     from train.engine import resolve_device
     from train.evaluate import plot_confusion, predict, report
+    from train.heldout import evaluation_data
 
-    model = load_model(ckpt)
+    state = load_checkpoint(ckpt)
+    model = model_from_checkpoint(state, ckpt)
     cfg = model.config
-    dataset = folder_for_model(cfg, data, console) if data is not None else load_fashion_mnist(data_dir)
+    dataset = evaluation_data(cfg, state.get("split"), data_dir=data_dir, folder=data, console=console)
     logits = predict(model.to(resolve_device(device)), dataset.test, mean=cfg.mean, std=cfg.std,
                      image_size=cfg.image_size, device=resolve_device(device))
     rep = report(logits, dataset.test.labels, dataset.class_names)
     console.print(_confusion_table(rep))
-    console.print(f"[bold]test accuracy {rep.accuracy:.2%}[/]  loss {rep.loss:.4f}  ({rep.n} images, {ckpt})")
+    console.print(f"[bold]test accuracy {rep.accuracy:.2%}[/]  loss {rep.loss:.4f}  ({rep.n} images: "
+                  f"{dataset.description}; {ckpt})")
     if plot:
         console.print(f"confusion matrix plot: {plot_confusion(rep, plot, f'{ckpt.name}: {rep.accuracy:.2%}')}")
     if json_out:
         atomic_write_text(json_out, json.dumps({
-            "checkpoint": str(ckpt), "accuracy": rep.accuracy, "loss": rep.loss,
+            "checkpoint": str(ckpt), "accuracy": rep.accuracy, "loss": rep.loss, "images": rep.n,
+            "evaluated_on": dataset.description,
             "per_class": dict(zip(rep.class_names, rep.per_class.tolist())),
             "confusion": rep.confusion.tolist()}, indent=2))
 

@@ -44,8 +44,9 @@ class TrainConfig:
     hflip: bool = True
     erase_prob: float = 0.0
     limit_train: int | None = None  # use only the first N training images (tests, smoke runs)
-    limit_test: int | None = None
+    limit_test: int | None = None  # evaluate (and validate) on the first N images only
     eval_batch_size: int = 1000
+    val_size: int = 5000  # validation images carved from the training images (a tenth at most); 0: keep the last epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +64,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must be non-negative"),
             (self.image_size >= 16, "--image-size must be at least 16"),
             (self.threads >= 0, "--threads must be non-negative"),
+            (self.val_size >= 0, "--val-size must be non-negative"),
             (0 < self.warmup_frac < 1, "warmup_frac must be in (0, 1)"),
         ]
         for ok, message in checks:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_edge import fmnist, folders
+from resnet_edge import fmnist, folders, splits
 from resnet_edge.fmnist import CLASS_NAMES, locate, read_idx  # noqa: F401 - the dataset's API, re-exported for training
 from resnet_edge.images import to_input as to_input_np
 
@@ -32,6 +33,10 @@ class Split:
     def subset(self, n: int | None) -> Split:
         return self if n is None or n >= len(self) else Split(self.images[:n], self.labels[:n])
 
+    def take(self, idx: np.ndarray) -> Split:
+        idx = torch.as_tensor(np.asarray(idx, np.int64))
+        return Split(self.images[idx], self.labels[idx])
+
 
 @dataclass(frozen=True)
 class FashionMNIST:
@@ -40,6 +45,8 @@ class FashionMNIST:
     sha256: str
     source: str
     class_names: tuple[str, ...] = CLASS_NAMES
+    validation: Split | None = None  # carved from the training images by with_validation
+    split: dict[str, Any] | None = None  # what the checkpoint records of the split (resnet_edge.splits)
     channels = 1
     source_size = 28  # the stored images' size; the resize policy: stretch to it (they are 28x28 already)
     source_resize = None
@@ -47,6 +54,19 @@ class FashionMNIST:
     def stats(self) -> tuple[float, float]:
         """Mean and std of training pixels scaled to [0, 1]."""
         return pixel_stats(self.train.images)
+
+    def with_validation(self, cap: int, seed: int) -> FashionMNIST:
+        """The training images less a seeded validation split (a tenth, at most ``cap``; 0: none), which
+        chooses the epoch, so that the test set is read only to report."""
+        size = splits.validation_size(len(self.train), cap)
+        record: dict[str, Any] = {"seed": seed, "evaluation": {"source": "the Fashion-MNIST test set (t10k)",
+                                                               "n": len(self.test)}}
+        if size == 0:
+            return replace(self, split={**record, "validation": None})
+        train_idx, val_idx = splits.carve(len(self.train), size, seed)
+        record["validation"] = {"source": "carved from the Fashion-MNIST training images", "n": size,
+                                "indices": val_idx.tolist(), "sha256": splits.digest(val_idx.tolist())}
+        return replace(self, train=self.train.take(train_idx), validation=self.train.take(val_idx), split=record)
 
 
 @dataclass(frozen=True)
@@ -62,34 +82,78 @@ class FolderData:
     channels: int
     source_size: int
     source_resize: int | None
+    validation: Split | None = None
+    split: dict[str, Any] | None = None
+
+    def with_validation(self, cap: int, seed: int) -> FolderData:
+        return self  # load_image_folder carved it already, by file
 
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std of the training images scaled to [0, 1]."""
         return folders.channel_stats(self.train.images.numpy())
 
 
-def load_image_folder(root: Path | str, size: int, resize: int | None = None, channels: int | None = None, *,
-                      holdout: float = 0.1, seed: int = 0, console=None) -> FolderData:
-    """``root`` decoded at ``size`` (see ``resnet_edge.images.fit_source`` for ``resize``). With train/ and
-    val/ subfolders those are the splits; otherwise a seeded ``holdout`` fraction is the evaluation split
-    (``holdout=1`` evaluates on every image: ``eval`` and ``export`` of a folder without a split).
-    ``channels`` None: 3 if the images have colour, else 1."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _pick(split: folders.FolderSplit, idx) -> folders.FolderSplit:
+    return folders.FolderSplit(tuple(split.paths[i] for i in idx), split.labels[np.asarray(idx, np.int64)])
 
+
+def relative(paths, root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def load_image_folder(root: Path | str, size: int, resize: int | None = None, channels: int | None = None, *,
+                      validation: int = splits.VALIDATION_MAX, seed: int = 0, console=None) -> FolderData:
+    """``root`` decoded at ``size`` for training (see ``resnet_edge.images.fit_source`` for ``resize``).
+
+    The evaluation split is its split folder (``folders.scan``), or a seeded 10% held out of a folder without
+    one. The validation split that chooses the epoch is its validation folder (train/ + val/ + test/), or a
+    seeded tenth (at most ``validation``; 0: none) carved from the training images. The record of both goes
+    into the checkpoint (``FolderData.split``), which ``eval`` and ``export`` follow.
+    ``channels`` None: 3 if the images have colour, else 1."""
+    root = Path(root)
     found = folders.scan(root)
     first = found.train if found.train is not None else found.val
     channels = channels or folders.detect_channels(first)
+    record: dict[str, Any] = {"seed": seed}
     # The evaluation split comes in a seeded random order, so that its first N images (export --limit, a
     # subset) sample every class rather than the first class folders.
-    pick = lambda s, idx: folders.FolderSplit(tuple(s.paths[i] for i in idx), s.labels[idx])  # noqa: E731
-    rng = np.random.default_rng(seed)
     if found.train is not None:
-        parts = {"train": found.train, "val": pick(found.val, rng.permutation(len(found.val)))}
+        train, test = found.train, _pick(found.val, splits.permutation(len(found.val), seed))
+        record["evaluation"] = {"source": f"{found.val_name}/", "n": len(test),
+                                "sha256": splits.digest(sorted(relative(test.paths, root)))}
     else:
-        n = len(found.val)
-        order = rng.permutation(n)
-        k = n if holdout >= 1 else max(1, int(round(n * holdout)))
-        parts = {"train": pick(found.val, np.sort(order[k:])), "val": pick(found.val, order[:k])}
+        train_idx, test_idx = splits.holdout(len(found.val), splits.HOLDOUT, seed)
+        train, test = _pick(found.val, train_idx), _pick(found.val, test_idx)
+        files = relative(test.paths, root)
+        record["evaluation"] = {"source": f"a seeded {splits.HOLDOUT:.0%} held out of the class folders",
+                                "n": len(test), "files": files, "sha256": splits.digest(files)}
+    val = found.validation
+    if val is not None:
+        record["validation"] = {"source": f"{found.validation_name}/", "n": len(val)}
+    elif (n_val := splits.validation_size(len(train), validation)) > 0:
+        train_idx, val_idx = splits.carve(len(train), n_val, seed)
+        train, val = _pick(train, train_idx), _pick(train, val_idx)
+        files = relative(val.paths, root)
+        record["validation"] = {"source": "carved from the training images", "n": n_val, "files": files,
+                                "sha256": splits.digest(files)}
+    else:
+        record["validation"] = None
+    parts = {"train": train, "validation": val, "evaluation": test}
+    decoded = _decode_parts({k: v for k, v in parts.items() if v is not None}, size, resize, channels, console)
+    h = hashlib.sha256()
+    for name, split in parts.items():
+        if split is not None:
+            h.update(folders.fingerprint(split, decoded[name]).encode())
+    to_split = lambda name: Split(torch.from_numpy(decoded[name]), torch.from_numpy(parts[name].labels))  # noqa: E731
+    return FolderData(to_split("train"), to_split("evaluation"), h.hexdigest(), str(root), found.classes, channels,
+                      size, resize, to_split("validation") if val is not None else None, record)
+
+
+def _decode_parts(parts: dict[str, folders.FolderSplit], size: int, resize: int | None, channels: int,
+                  console=None) -> dict[str, np.ndarray]:
+    """Each split's images decoded under one progress bar per split."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     decoded = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=False) as bar:
@@ -97,12 +161,7 @@ def load_image_folder(root: Path | str, size: int, resize: int | None = None, ch
             task = bar.add_task(f"decoding {name} images ({channels} ch, {size} px)", total=len(split))
             decoded[name] = folders.decode_all(split.paths, size, resize, channels,
                                                progress=lambda k, t=task: bar.advance(t, k))
-    h = hashlib.sha256()
-    for name, split in parts.items():
-        h.update(folders.fingerprint(split, decoded[name]).encode())
-    return FolderData(Split(torch.from_numpy(decoded["train"]), torch.from_numpy(parts["train"].labels)),
-                      Split(torch.from_numpy(decoded["val"]), torch.from_numpy(parts["val"].labels)),
-                      h.hexdigest(), str(Path(root)), found.classes, channels, size, resize)
+    return decoded
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:
@@ -114,21 +173,6 @@ def load_fashion_mnist(data_dir: Path | str | None = None) -> FashionMNIST:
     a = fmnist.load_arrays(data_dir)
     return FashionMNIST(Split(torch.from_numpy(a.train_images), torch.from_numpy(a.train_labels)),
                         Split(torch.from_numpy(a.test_images), torch.from_numpy(a.test_labels)), a.sha256, a.source)
-
-
-def folder_for_model(cfg, root: Path | str, console=None) -> FolderData:
-    """An image folder decoded as a checkpoint's model was fed (its channels and resize policy), for evaluation:
-    its val/ split, or every image when it has none. Its classes are the model's, by count and sorted order."""
-    from resnet_edge.errors import InvalidInput
-
-    data = load_image_folder(root, cfg.source_size, cfg.source_resize, cfg.in_channels, holdout=1.0, console=console)
-    if len(data.class_names) != cfg.num_classes:
-        raise InvalidInput(f"{root} has {len(data.class_names)} class folders but the model has {cfg.num_classes} "
-                           "classes.")
-    if console is not None and cfg.class_names and tuple(data.class_names) != tuple(cfg.class_names):
-        console.print(f"{root}: class folders {', '.join(data.class_names[:3])}, ... are taken as the model's "
-                      f"classes {', '.join(cfg.class_names[:3])}, ... in sorted order")
-    return data
 
 
 # --------------------------------------------------------------------------- batching

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from resnet_edge.atomic import atomic_path
 from resnet_edge.errors import CheckpointError, InvalidInput
 from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from train.config import Amp, Schedule, TrainConfig
@@ -30,8 +31,8 @@ class EpochResult:
     epoch: int
     train_loss: float
     train_acc: float
-    test_loss: float
-    test_acc: float
+    val_loss: float  # on the validation split carved from the training images (nan without one)
+    val_acc: float
     img_per_s: float
     seconds: float
 
@@ -39,8 +40,9 @@ class EpochResult:
 @dataclass
 class TrainResult:
     out_dir: Path
-    best_acc: float = 0.0
+    best_acc: float = 0.0  # validation accuracy of best.pt (without a validation split: nan, and the last epoch)
     best_epoch: int = 0
+    test_acc: float | None = None  # best.pt on the test split, read once after training
     history: list[EpochResult] = field(default_factory=list)
     train_seconds: float = 0.0
     amp: str = "none"
@@ -141,9 +143,11 @@ def train(
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     console: Console | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` on Fashion-MNIST (or ``data``: an image folder), evaluating on the test split every epoch.
+    """Train ``cfg`` on Fashion-MNIST (or ``data``: an image folder), validating every epoch on a split carved
+    from the training images (``cfg.val_size``), and reading the test split once at the end to report best.pt.
 
-    Writes ``out_dir/last.pt`` every epoch and ``out_dir/best.pt`` on improvement. With
+    Writes ``out_dir/last.pt`` every epoch and ``out_dir/best.pt`` on a validation improvement (every epoch
+    without a validation split, so that it is the last). With
     ``resume``, continues from ``out_dir/last.pt``. Under ``torchrun`` it trains with
     DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank 0 writes.
     """
@@ -195,7 +199,10 @@ def _initialise(model: nn.Module, mcfg: ModelConfig, init: Path, console: Consol
 
 def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, rank, world, init=None) -> TrainResult:
     data = data or load_fashion_mnist(data_dir)
+    if data.split is None:  # Fashion-MNIST: carve the validation split (a folder's comes carved, by file)
+        data = data.with_validation(cfg.val_size, cfg.seed)
     train_split, test_split = data.train.subset(cfg.limit_train), data.test.subset(cfg.limit_test)
+    val_split = data.validation.subset(cfg.limit_test) if data.validation is not None else None
     mean, std = data.stats()
     mcfg = ModelConfig(depth=cfg.depth, stem=cfg.stem, image_size=cfg.image_size, in_channels=data.channels,
                        class_names=tuple(data.class_names), num_classes=len(data.class_names), mean=mean, std=std,
@@ -230,8 +237,10 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
     total = steps_per_epoch * cfg.epochs
     augment = Augment(cfg.crop_padding, cfg.hflip, cfg.erase_prob)
     if rank == 0:
+        held = f"best epoch chosen on {len(val_split)} validation images" if val_split else "keeping the last epoch"
         console.print(f"training ResNet-{cfg.depth} ({cfg.stem} stem, {cfg.image_size}px) on {len(train_split)} "
-                      f"images, {device} x{world}, amp={result.amp}, batch {cfg.batch_size}, {cfg.epochs} epochs")
+                      f"images ({held}), {device} x{world}, amp={result.amp}, batch {cfg.batch_size}, "
+                      f"{cfg.epochs} epochs")
     train_start = time.perf_counter() - result.train_seconds
     if resumed and resumed.rng_state is not None:
         torch.set_rng_state(resumed.rng_state)
@@ -272,38 +281,54 @@ def _train(cfg, out_dir, data_dir, data, resume, on_epoch_end, console, device, 
             if dist.is_initialized():
                 dist.all_reduce(sums)
             epoch_seconds = time.perf_counter() - t0
-            ep = _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp_dtype,
+            ep = _end_epoch(cfg, epoch, model, optimizer, mcfg, data, val_split, device, amp_dtype,
                             sums, seen / epoch_seconds, epoch_seconds, result, train_start, rank, out_dir)
             if dist.is_initialized():
                 dist.barrier()
             if rank == 0:
                 console.print(f"epoch {epoch:>2}/{cfg.epochs}  train loss {ep.train_loss:.4f} acc {ep.train_acc:.2%}  "
-                              f"test loss {ep.test_loss:.4f} acc {ep.test_acc:.2%}  {ep.img_per_s:.0f} img/s  "
+                              f"val loss {ep.val_loss:.4f} acc {ep.val_acc:.2%}  {ep.img_per_s:.0f} img/s  "
                               f"{result.train_seconds:.0f}s")
             if on_epoch_end is not None:
                 on_epoch_end(ep)
+    if rank == 0:
+        _report_test(out_dir / "best.pt", mcfg, test_split, device, cfg, result)
     result.model = model
     return result
 
 
-def _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp_dtype, sums, ips,
+def _report_test(best: Path, mcfg: ModelConfig, test_split, device, cfg: TrainConfig, result: TrainResult) -> None:
+    """best.pt on the test split, once: the accuracy reported for what is exported, written into best.pt."""
+    ckpt = load_checkpoint(best)
+    logits = predict(model_from_checkpoint(ckpt, best).to(device), test_split, mean=mcfg.mean, std=mcfg.std,
+                     image_size=mcfg.image_size, device=device, channels_last=cfg.channels_last,
+                     batch_size=cfg.eval_batch_size)
+    result.test_acc = float((logits.argmax(1) == test_split.labels).float().mean())
+    ckpt["metrics"].update(test_acc=result.test_acc, test_loss=float(F.cross_entropy(logits, test_split.labels)),
+                           test_images=len(test_split))
+    with atomic_path(best) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _end_epoch(cfg, epoch, model, optimizer, mcfg, data, val_split, device, amp_dtype, sums, ips,
                seconds, result: TrainResult, train_start, rank, out_dir) -> EpochResult:
-    test_loss = test_acc = float("nan")
-    if rank == 0:
-        logits = predict(model, test_split, mean=mcfg.mean, std=mcfg.std, image_size=mcfg.image_size,
+    val_loss = val_acc = float("nan")
+    if rank == 0 and val_split is not None:
+        logits = predict(model, val_split, mean=mcfg.mean, std=mcfg.std, image_size=mcfg.image_size,
                          device=device, amp_dtype=amp_dtype, channels_last=cfg.channels_last,
                          batch_size=cfg.eval_batch_size)
-        test_loss = float(F.cross_entropy(logits, test_split.labels))
-        test_acc = float((logits.argmax(1) == test_split.labels).float().mean())
+        val_loss = float(F.cross_entropy(logits, val_split.labels))
+        val_acc = float((logits.argmax(1) == val_split.labels).float().mean())
     ep = EpochResult(epoch, sums[0].item() / sums[2].item(), sums[1].item() / sums[2].item(),
-                     test_loss, test_acc, ips, seconds)
+                     val_loss, val_acc, ips, seconds)
     result.history.append(ep)
     result.train_seconds = time.perf_counter() - train_start
-    improved = rank == 0 and test_acc > result.best_acc
+    # Without a validation split every epoch "improves": best.pt is the last epoch.
+    improved = rank == 0 and (val_split is None or result.best_epoch == 0 or val_acc > result.best_acc)
     if improved:
-        result.best_acc, result.best_epoch = test_acc, epoch
+        result.best_acc, result.best_epoch = val_acc, epoch
     if rank == 0:
-        metrics = {"test_acc": test_acc, "test_loss": test_loss, "train_loss": ep.train_loss,
+        metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": ep.train_loss,
                    "train_acc": ep.train_acc, "train_img_per_s": ips, "best_acc": result.best_acc,
                    "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
                    "world_size": result.world_size, "amp": result.amp, "device": result.device}
@@ -311,7 +336,7 @@ def _end_epoch(cfg, epoch, model, optimizer, mcfg, data, test_split, device, amp
                       scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
                       train_config=cfg.to_dict(),
                       data_sha256=data.sha256,
-                      extra={"history": [e.__dict__ for e in result.history],
+                      extra={"split": data.split, "history": [e.__dict__ for e in result.history],
                              "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         save_checkpoint(out_dir / "last.pt", **kwargs)
         if improved:
@@ -354,7 +379,11 @@ def _restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result: TrainRes
     m = ckpt["metrics"]
     result.best_acc, result.best_epoch = m.get("best_acc", 0.0), m.get("best_epoch", 0)
     result.train_seconds = m.get("train_seconds", 0.0)
-    result.history = [EpochResult(**e) for e in ckpt.get("history", [])]
+    try:
+        result.history = [EpochResult(**e) for e in ckpt.get("history", [])]
+    except TypeError:
+        raise CheckpointError(f"--resume: {path} was written by an older resnet-edge, which chose its epoch on the "
+                              "test set; start a new run in another --out directory.") from None
     amp = str(m.get("amp", "none"))
     if amp not in AMP_DTYPES:
         raise CheckpointError(f"{path} records an unknown autocast precision '{amp}'.")

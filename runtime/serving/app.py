@@ -20,7 +20,17 @@ from starlette.routing import Route
 from resnet_edge import __version__
 from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.batcher import DynamicBatcher
-from runtime.serving.errors import NotFound, NotReady, PayloadTooLarge, ShuttingDown, Unauthorized, status_of
+from runtime.serving.errors import (
+    BodyTimeout,
+    ClientGone,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+    Unauthorized,
+    status_of,
+)
 from runtime.serving.metrics import Metrics
 from runtime.serving.protocol import HEADER, build_response, parse_infer
 from runtime.spec import ModelSpec
@@ -49,6 +59,9 @@ class ServerState:
     max_body_bytes: int
     request_timeout_s: float
     api_key: str | None = None
+    body_timeout_s: float = 30.0  # a body must arrive whole within this, or the request gets 408
+    max_buffered_bytes: int = 256 << 20  # request bodies being read, all connections together; past it, 503
+    buffered: int = 0
     ready: bool = False
     draining: bool = False
     inflight: int = 0
@@ -116,21 +129,84 @@ def _authorize(request: Request, state: ServerState) -> None:
 
 
 async def _body(request: Request, state: ServerState) -> bytes:
-    """The request body, refused with 413 past the limit. An oversized body is read and discarded
-    (up to a cap, never buffered) so that ordinary clients can read the 413 instead of a broken pipe."""
+    """The request body, refused with 413 past the limit, 408 if it does not arrive whole within
+    ``body_timeout_s`` (a client trickling it holds no handler forever), and 503 while the bodies being read
+    on every connection together are over ``max_buffered_bytes`` (N connections x the body limit is no
+    longer unbounded memory). An oversized body is read and discarded (up to a cap, never buffered) so that
+    ordinary clients can read the 413 instead of a broken pipe."""
     declared = request.headers.get("content-length")
     limit = state.max_body_bytes
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif size > max(4 * limit, 64 << 20):
-            break
+    chunks, size, held = [], 0, 0
+    try:
+        async with _deadline(state.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size <= limit:
+                    chunks.append(chunk)
+                    held += len(chunk)
+                    state.buffered += len(chunk)
+                    if state.buffered > state.max_buffered_bytes:
+                        raise Overloaded("The server is reading too many request bodies at once; retry shortly.")
+                elif size > max(4 * limit, 64 << 20):
+                    break
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"The request body did not arrive within {state.body_timeout_s:g} s.") from None
+    finally:
+        state.buffered -= held
     if size > limit:
         total = int(declared) if declared and declared.isdigit() else size
         raise PayloadTooLarge(f"The body of {total} bytes is over the {limit}-byte limit.")
     return b"".join(chunks)
+
+
+def _deadline(seconds: float):
+    """``asyncio.timeout`` where it exists (3.11); on 3.10 a cancel scope made of call_later."""
+    if hasattr(asyncio, "timeout"):
+        return asyncio.timeout(seconds)
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def scope():
+        task = asyncio.current_task()
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise asyncio.TimeoutError from None
+        finally:
+            handle.cancel()
+
+    return scope()
+
+
+async def _until_disconnected(receive) -> None:
+    """Returns once the client has gone: after the body is read, ASGI's receive() waits for the disconnect."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def submit(request: Request, state: ServerState, batch) -> object:
+    """Queue ``batch`` with the batcher and wait for its logits, or for the client to disconnect: then the
+    wait is cancelled, which cancels the queued work (the batcher drops it before inference), and the request
+    ends at once rather than holding a place in flight (and a drain) for an answer nobody reads."""
+    handler = asyncio.current_task()
+    waiting = True
+
+    def client_gone(watch: asyncio.Future) -> None:
+        if waiting and not watch.cancelled():
+            handler.cancel()
+
+    watch = asyncio.ensure_future(_until_disconnected(request.receive))
+    watch.add_done_callback(client_gone)
+    try:
+        return await state.batcher.submit(batch, state.request_timeout_s)
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled():
+            raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
+        raise
+    finally:
+        waiting = False
+        watch.cancel()
 
 
 def _model(request: Request, state: ServerState) -> None:
@@ -180,8 +256,25 @@ async def model_metadata(request: Request, state: ServerState) -> Response:
         "name": state.model_name, "versions": [VERSION], "platform": state.platform,
         "inputs": [{"name": s.input_name, "datatype": "FP32", "shape": [-1, *s.chw]}],
         "outputs": [{"name": s.output_name, "datatype": "FP32", "shape": [-1, s.num_classes]}],
-        "parameters": {"max_batch_size": state.max_batch_size, "batch_buckets": list(state.buckets)},
+        "parameters": {"max_batch_size": state.max_batch_size, "batch_buckets": list(state.buckets),
+                       "preprocessing": preprocessing(s)},
     })
+
+
+def preprocessing(spec: ModelSpec) -> dict:
+    """What a client must do to an image before sending it as the input tensor: the manifest's preprocessing, in
+    model metadata's ``parameters`` (as Triton's model config carries parameters), so that a generic client
+    (``resnet-edge loadtest``) can feed any model."""
+    return {"channels": spec.channels, "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
+            "scale": 1 / 255, "layout": "NCHW", "resize": spec.resize, "source_size": spec.source_size,
+            "source_resize": spec.source_resize, "color": "RGB" if spec.channels == 3 else "L"}
+
+
+@endpoint("repository_index", counted=False)
+async def repository_index(request: Request, state: ServerState) -> Response:
+    """Triton's repository extension (POST /v2/repository/index): the one model this server serves."""
+    return JSONResponse([{"name": state.model_name, "version": VERSION,
+                          "state": "READY" if state.ready and not state.draining else "UNAVAILABLE"}])
 
 
 @endpoint("model_ready", counted=False)
@@ -200,7 +293,7 @@ async def infer(request: Request, state: ServerState) -> Response:
     args = (body, request.headers.get(HEADER), state.spec, state.max_batch_size)
     large = len(body) > INLINE_BYTES
     req = await off_loop(parse_infer, *args) if large else parse_infer(*args)
-    logits = await state.batcher.submit(req.batch, state.request_timeout_s)
+    logits = await submit(request, state, req.batch)
     args = (req, logits, state.model_name, VERSION, state.spec.class_names)
     payload, headers = await off_loop(build_response, *args) if large else build_response(*args)
     return Response(payload, headers=headers)
@@ -226,7 +319,7 @@ async def classify(request: Request, state: ServerState) -> Response:
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
     x = await off_loop(lambda: preprocess([decode(body, "The uploaded image", state.spec.channels)], state.spec, invert))
-    logits = await state.batcher.submit(x, state.request_timeout_s)
+    logits = await submit(request, state, x)
     (top,) = top_k(logits, k, state.spec.class_names)
     return JSONResponse({"model_name": state.model_name,
                          "predictions": [{"label": p.label, "index": p.index, "probability": p.probability} for p in top]})
@@ -234,11 +327,15 @@ async def classify(request: Request, state: ServerState) -> Response:
 
 async def _multipart_file(request: Request, body: bytes) -> bytes:
     from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, receive).form()
+    try:
+        form = await Request(request.scope, receive).form()
+    except (MultiPartException, ValueError, KeyError, UnicodeError) as exc:
+        raise InvalidInput(f"The multipart body is malformed ({str(exc).rstrip('.') or type(exc).__name__}).") from None
     files = [v for v in form.values() if isinstance(v, UploadFile)]
     if not files:
         raise InvalidInput("The multipart form has no file field.")
@@ -284,6 +381,7 @@ def create_app(state: ServerState, lifespan=None) -> App:
     routes = [
         Route(LIVE, live), Route(READY, ready), Route("/v2", server_metadata),
         Route(m, model_metadata), Route(m + "/versions/{version}", model_metadata),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route(m + "/ready", model_ready), Route(m + "/versions/{version}/ready", model_ready),
         Route(m + "/infer", infer, methods=["POST"]), Route(m + "/versions/{version}/infer", infer, methods=["POST"]),
         Route("/v1/classify", classify, methods=["POST"]), Route("/metrics", metrics),

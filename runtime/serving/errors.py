@@ -22,12 +22,27 @@ class NotReady(ToolkitError):
     """The model is still loading."""
 
 
+class BodyTimeout(ToolkitError):
+    """The request body did not arrive within --body-timeout."""
+
+
+class Overloaded(ToolkitError):
+    """Too many request bodies are being read at once (--max-buffer-mb)."""
+
+
+class ClientGone(ToolkitError):
+    """The client disconnected before its answer (nginx's 499: nobody reads it, the metrics count it)."""
+
+
 STATUS: dict[type[ToolkitError], int] = {
     InvalidInput: 400,
     Unauthorized: 401,
     NotFound: 404,
+    BodyTimeout: 408,
     PayloadTooLarge: 413,
+    ClientGone: 499,
     NotReady: 503,
+    Overloaded: 503,
     QueueFull: 503,
     ShuttingDown: 503,
     RequestTimeout: 504,

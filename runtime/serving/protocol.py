@@ -29,7 +29,10 @@ def _loads(head: bytes) -> Any:
     try:
         return _fast_loads(head)
     except ValueError:  # orjson is strict (no NaN literals): the standard parser decides, and words the error
-        return json.loads(head)
+        try:
+            return json.loads(head)
+        except RecursionError:  # orjson stops at 1,024 levels; the standard parser recurses until Python does
+            raise InvalidInput("The request body is JSON nested over 1,024 levels deep.") from None
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
         raise InvalidInput("Each input must be a JSON object.")
     shape = check_input(inp.get("name"), inp.get("datatype"), inp.get("shape"), spec, max_batch)
     count = int(np.prod(shape))
-    params = inp.get("parameters") or {}
+    params = _parameters(inp, "The input's")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if size != count * 4 or len(binary) != size:
@@ -83,22 +86,32 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
             raise InvalidInput("Binary bytes follow the JSON header but no input declares binary_data_size.")
         try:
             batch = np.asarray(inp.get("data"), dtype=np.float32)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput("Input 'data' must be a (flat or nested) list of numbers.") from None
         if batch.size != count:
             raise InvalidInput(f"Input 'data' holds {batch.size} values; shape {shape} needs {count}.")
         batch = batch.reshape(shape)
     check_finite(batch)
-    binary_default = bool((req.get("parameters") or {}).get("binary_data_output", False))
+    binary_default = bool(_parameters(req, "The request's").get("binary_data_output", False))
     outputs = []
-    for out in req.get("outputs") or [{"name": spec.output_name}]:
+    requested = req.get("outputs") or [{"name": spec.output_name}]
+    if not isinstance(requested, list):
+        raise InvalidInput("'outputs' must be a list of output objects.")
+    for out in requested:
         if not isinstance(out, dict):
             raise InvalidInput(f"Unknown output '{out}'; the model's output is '{spec.output_name}'.")
-        p = out.get("parameters") or {}
+        p = _parameters(out, "An output's")
         outputs.append(requested_output(out.get("name"), p.get("classification", 0),
                                         bool(p.get("binary_data", binary_default)), spec))
     rid = req.get("id")
     return InferRequest(str(rid) if rid is not None else None, np.ascontiguousarray(batch), tuple(outputs))
+
+
+def _parameters(obj: dict, whose: str) -> dict:
+    params = obj.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{whose} 'parameters' must be a JSON object.")
+    return params
 
 
 def check_input(name: Any, datatype: Any, shape: Any, spec: ModelSpec, max_batch: int) -> list[int]:

@@ -34,7 +34,7 @@ class ServeConfig:
     artifacts: Path = Path("artifacts")
     backend: str = "auto"
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | int8-cpu ; ignored by auto
-    model_name: str = "resnet18"
+    model_name: str | None = None  # None: the manifest's model name (resnet18, resnet50, ...)
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = None  # KServe v2 over gRPC as well, on the same host; off unless given
@@ -43,6 +43,9 @@ class ServeConfig:
     max_queue: int = 1024
     request_timeout_s: float = 30.0
     max_body_mb: float = 32.0
+    body_timeout_s: float = 30.0  # a request body must arrive whole within this (408)
+    max_buffer_mb: float = 256.0  # request bodies being read on every connection together (503 past it)
+    max_connections: int = 1024  # open connections (and requests in progress) before new requests get 503
     api_key: str | None = None
     threads: int = 0
     drain_timeout_s: float = 30.0
@@ -52,8 +55,10 @@ class ServeConfig:
 def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     if not 1 <= cfg.max_batch_size <= 4096:
         raise InvalidInput("--max-batch-size must be in 1..4096.")
-    if cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.request_timeout_s <= 0 or cfg.max_body_mb <= 0:
-        raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout and --max-body-mb must be positive.")
+    if (cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.request_timeout_s <= 0 or cfg.max_body_mb <= 0
+            or cfg.body_timeout_s <= 0 or cfg.max_buffer_mb <= 0 or cfg.max_connections < 1):
+        raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout, --max-body-mb, --body-timeout, "
+                           "--max-buffer-mb and --max-connections must be positive.")
     arts = load_artifacts(cfg.artifacts)
     variant = choose_variant(arts, cfg)
     predictor = Predictor(arts, variant, max_batch=cfg.max_batch_size, load=False)  # loaded off the event loop
@@ -61,10 +66,11 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     batcher = DynamicBatcher(predictor.logits, max_batch_size=cfg.max_batch_size,
                              max_queue_delay_us=cfg.max_queue_delay_us, max_queue=cfg.max_queue,
                              on_batch=metrics.on_batch)
-    state = ServerState(spec=arts.spec, model_name=cfg.model_name, platform=f"resnet-edge/{variant.label}",
-                        batcher=batcher, metrics=metrics, max_batch_size=cfg.max_batch_size,
-                        max_body_bytes=int(cfg.max_body_mb * 2**20), request_timeout_s=cfg.request_timeout_s,
-                        api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None)
+    state = ServerState(spec=arts.spec, model_name=cfg.model_name or arts.spec.name,
+                        platform=f"resnet-edge/{variant.label}", batcher=batcher, metrics=metrics,
+                        max_batch_size=cfg.max_batch_size, max_body_bytes=int(cfg.max_body_mb * 2**20),
+                        request_timeout_s=cfg.request_timeout_s, api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None,
+                        body_timeout_s=cfg.body_timeout_s, max_buffered_bytes=int(cfg.max_buffer_mb * 2**20))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -138,8 +144,10 @@ def serve(cfg: ServeConfig) -> int:
         def capture_signals(self):  # our own SIGTERM/SIGINT handling: drain first, then stop
             yield
 
+    # limit_concurrency: uvicorn's own bound on open connections and requests in progress; past it, 503.
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                                    proxy_headers=False, lifespan="on", http=http_protocol(state),
+                                   limit_concurrency=cfg.max_connections,
                                    timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
 
     async def drain() -> None:
@@ -163,7 +171,7 @@ def serve(cfg: ServeConfig) -> int:
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(drain()))
         auth = "bearer token required" if state.api_key else "no auth"
         grpc_note = f" and grpc://{cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""
-        log.info("serving %s (%s) on http://%s:%d%s, %s", cfg.model_name, variant.label, cfg.host, cfg.port,
+        log.info("serving %s (%s) on http://%s:%d%s, %s", state.model_name, variant.label, cfg.host, cfg.port,
                  grpc_note, auth)
         await server.serve()
 

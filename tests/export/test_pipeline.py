@@ -176,28 +176,38 @@ def test_interrupted_export_leaves_previous_manifest_consistent(export_dir, trai
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_cli_table_manifest_and_no_stale_files(trained_ckpt, export_dir, tmp_path):
+def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_ckpt, export_dir, tmp_path):
+    import json
     import shutil
 
     out, repo = tmp_path / "a", tmp_path / "triton"
     shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("triton"))
     shutil.copytree(export_dir / "triton", repo)
-    # Left over from earlier exports with other options or another model, plus files that are not ours.
-    for name in ("resnet18_int8_cpu.onnx", "resnet34_fp32.onnx", "resnet18_fp32.engine", "resnet18_fp32.engine.json"):
-        (out / name).write_bytes(b"stale")
+    before = read_manifest(out)
+    assert "resnet18_int8.onnx" in {a["path"] for a in before["artifacts"]}
+    # The user's files beside ours, another model's artifacts and Triton folders, and someone else's model.
+    for name in ("calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"):
+        (out / name).write_bytes(b"not ours")
     (out / "notes.txt").write_text("mine")
-    for name in ("resnet18_int8_cpu_onnx", "resnet34_fp16_trt", "someone_elses_model"):
+    for name, marker in (("resnet34_fp16_onnx", {"written_by": "resnet-edge export", "model": "resnet34"}),
+                         ("resnet18_int8_trt", None), ("someone_elses_model", None)):
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
-    res = _cli(str(trained_ckpt), "--out", str(out), "--calib-size", "128", "--no-cpu-int8", "--triton-repo", str(repo))
+        if marker:
+            (repo / name / "resnet_edge.json").write_text(json.dumps(marker))
+    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo))
     assert res.returncode == 0, res.stderr
-    for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_int8.onnx"):
+    for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
     manifest = read_manifest(out)
-    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16", "int8"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([a["path"] for a in manifest["artifacts"]]
-                                                           + ["golden.npz", "manifest.json", "notes.txt"])
-    assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_onnx",
-                                                      "someone_elses_model"]
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
+    # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [a["path"] for a in manifest["artifacts"]]
+        + ["golden.npz", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"])
+    assert (out / "calib.npz").read_bytes() == b"not ours"
+    assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_trt",
+                                                      "resnet34_fp16_onnx", "someone_elses_model"]
+    assert json.loads((repo / "resnet18_fp16_onnx" / "resnet_edge.json").read_text())["model"] == "resnet18"
 
 
 def test_export_gates_every_bound_of_the_table():

@@ -91,12 +91,42 @@ def test_speedups_compare_within_a_precision_class():
         _row("peer fp32", "fp32", 0.25, peer=True), _row("peer nncf", "int8", 0.11, peer=True, accuracy=0.913),
         _row("peer ov defaults", "fp32", 0.16, peer=True, effective="bf16"),
     ]
+    result.fixed = {"fp32@cpu": "ours fp32", "int8@cpu": "ours int8", "bf16@cpu": "ours bf16"}
     sp = {s["peer"]: s for s in result.speedups()}
     assert sp["peer fp32"]["ours"] == "ours fp32" and sp["peer fp32"]["speedup"] == pytest.approx(1.25)
     assert sp["peer nncf"]["ours"] == "ours int8" and sp["peer nncf"]["speedup"] == pytest.approx(1.1)
     assert sp["peer nncf"]["peer_accuracy"] == 0.913 and sp["peer nncf"]["ours_accuracy"] == 0.912
     # a peer that silently computes in bf16 is held against our bf16, not our fp32
     assert sp["peer ov defaults"]["class"] == "bf16" and sp["peer ov defaults"]["ours"] == "ours bf16"
+
+
+def test_each_peer_meets_the_one_variant_fixed_before_timing_with_the_spread_of_its_rounds():
+    """Two noisy measurements of equal variants: dividing by the minimum of them biases the ratio upward; the
+    variant fixed before timing is used even where another of ours measured faster."""
+    from dataclasses import replace
+
+    from runtime.bench import fix_ours
+
+    result = BenchResult({}, BenchConfig(batches=(1,)), 28, Flops(1.0, 1.0))
+    a, b = _row("ours ort int8", "int8", 0.105), _row("ours ov int8", "int8", 0.095)
+    peer = _row("peer nncf", "int8", 0.100, peer=True)
+    result.rows = [replace(a, round_p50_ms=(0.10, 0.11, 0.105)), replace(b, round_p50_ms=(0.09, 0.10, 0.095)),
+                   replace(peer, round_p50_ms=(0.10, 0.10, 0.10))]
+    result.fixed = {"int8@cpu": "ours ort int8"}
+    (row,) = result.speedups()
+    assert row["ours"] == "ours ort int8" and row["speedup"] == pytest.approx(0.100 / 0.105)
+    assert row["speedup_min"] == pytest.approx(0.10 / 0.11) and row["speedup_max"] == pytest.approx(1.0)
+
+    class Fake:
+        def __init__(self, device, max_batch=8):
+            self.device, self.max_batch = device, max_batch
+
+    V = lambda label, peer=False: type("V", (), {"label": label, "peer": peer})()  # noqa: E731
+    loaded = [(V("x"), Fake("cpu")), (V("y"), Fake("cpu")), (V("z"), Fake("cpu")), (V("p", True), Fake("cpu"))]
+    times = {"x": 2.0, "y": 1.0, "z": 5.0}
+    timer = lambda backend, batch: times[next(v.label for v, be in loaded if be is backend)]  # noqa: E731
+    fixed = fix_ours(loaded, {"x": "int8", "y": "int8", "z": "fp32", "p": "int8"}, np.zeros((8, 1)), timer)
+    assert fixed == {"int8@cpu": "y", "fp32@cpu": "z"}
 
 
 def test_gpu_peers_meet_our_gpu_rows_in_their_class_and_our_fastest_of_any_precision():
@@ -106,6 +136,8 @@ def test_gpu_peers_meet_our_gpu_rows_in_their_class_and_our_fastest_of_any_preci
         _row("ours gpu fp16", "fp16", 0.1, device="cuda"),
         _row("eager", "fp32", 1.0, peer=True, device="cuda"), _row("compile fp16", "fp16", 0.15, peer=True, device="cuda"),
     ]
+    result.fixed = {"fp32@cpu": "ours cpu fp32", "fp32@gpu": "ours gpu fp32", "fp16@gpu": "ours gpu fp16",
+                    "any@gpu": "ours gpu fp16"}
     sp = {(s["peer"], s["class"]): s for s in result.speedups()}
     assert sp["eager", "fp32"]["ours"] == "ours gpu fp32" and sp["eager", "fp32"]["speedup"] == pytest.approx(5.0)
     assert sp["eager", "any"]["ours"] == "ours gpu fp16" and sp["eager", "any"]["speedup"] == pytest.approx(10.0)

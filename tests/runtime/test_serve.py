@@ -281,6 +281,12 @@ def _probe_lane(state):
         def is_closing(self):
             return self.closed
 
+        def pause_reading(self):
+            pass
+
+        def resume_reading(self):
+            pass
+
         def get_extra_info(self, name, default=None):
             return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5000)}.get(name, default)
 
@@ -334,6 +340,29 @@ def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
     counts = state.metrics.exposition(0)[0].decode()
     assert 'request_duration_seconds_count{endpoint="live"} 3.0' in counts  # probes are counted as before
     assert 'request_duration_seconds_count{endpoint="ready"} 2.0' in counts
+
+
+def test_any_number_of_pipelined_probes_is_answered_without_recursion(arts):
+    """One packet: a request for the app, then 10,000 pipelined probes. Each probe answered starts the next;
+    that chain once recursed (a RecursionError after ~600 and a closed connection)."""
+    from runtime.serving.app import ServerState
+    from runtime.serving.batcher import DynamicBatcher
+    from runtime.serving.metrics import Metrics
+
+    state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(lambda b: b),
+                        metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
+    protocol, transport, loop = _probe_lane(state)
+    try:
+        protocol.data_received(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                               + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 10_000)
+        assert len(protocol.tasks) == 1 and transport.data == b""  # the probes wait behind the app's answer
+        loop.run_until_complete(asyncio.gather(*list(protocol.tasks)))
+        answers = transport.data.split(b"HTTP/1.1 ")[1:]
+        assert len(answers) == 10_001 and b'"name":"resnet-edge"' in answers[0]
+        assert all(a.startswith(b"200 ") and a.endswith(b'{"live":true}') for a in answers[1:])
+        assert not transport.closed and not protocol.pipeline
+    finally:
+        loop.close()
 
 
 def test_loadtest_cli_against_the_server(server, tmp_path):

@@ -1,0 +1,209 @@
+"""The server's edges on real sockets: malformed requests of every kind, clients that disconnect, trickle a
+body, hold many connections or send many bodies at once, and the model metadata a generic client needs."""
+
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.runtime.test_serve import _free_port, _http, _infer_body, _stop
+
+pytest.importorskip("uvicorn", reason="uvicorn (a runtime dependency) is not installed")
+
+
+def _start_logged(arts, tmp_path, *args):
+    """A real `resnet-edge serve`, its log in a file (to look for tracebacks afterwards)."""
+    port = _free_port()
+    with open(tmp_path / f"serve-{port}.log", "w") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "resnet_edge", "serve", str(arts.root), "--backend",
+                                 "onnxruntime", "--port", str(port), *args], stdout=log, stderr=subprocess.STDOUT,
+                                text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return proc, port, tmp_path / f"serve-{port}.log"
+        except OSError:
+            time.sleep(0.1)
+        assert proc.poll() is None, (tmp_path / f"serve-{port}.log").read_text()
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def _raw(port, data: bytes, *, read=True, timeout=10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if not read:
+            return b""
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+                if _complete(out):
+                    break
+        except TimeoutError:
+            pass
+        return out
+
+
+def _complete(data: bytes) -> bool:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    m = re.search(rb"content-length: *(\d+)", head, re.I)
+    return m is not None and len(body) >= int(m[1])
+
+
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def _request(method, path, body=b"", headers=()):
+    head = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _malformed_corpus(arts) -> list[bytes]:
+    """Over 200 malformed requests: headers, bodies, content types, encodings and shapes, at every endpoint."""
+    c, s = arts.spec.channels, arts.spec.image_size
+    good = {"name": "images", "shape": [1, c, s, s], "datatype": "FP32", "data": [0.0] * (c * s * s)}
+    infer = "/v2/models/resnet18/infer"
+    bodies = [b"", b"{", b"[]", b"null", b"\xff\xfe\x00", b'{"inputs": 5}', b'{"inputs": [5]}', b'{"inputs": [{}]}',
+              b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000, json.dumps({"inputs": [good, good]}).encode(),
+              b'{"inputs": [{"name": "images", "shape": "x", "datatype": "FP32", "data": []}]}', b"NaN", b"1e999999"]
+    for field, value in (("name", "nope"), ("name", None), ("datatype", "INT8"), ("datatype", 3), ("shape", [1, c, s]),
+                         ("shape", [0, c, s, s]), ("shape", [-1, c, s, s]), ("shape", [10**9, c, s, s]),
+                         ("shape", [1.5, c, s, s]), ("shape", [True, c, s, s]), ("data", "abc"), ("data", [[1, 2], [3]]),
+                         ("data", {"a": 1}), ("data", [10**400]), ("data", [1e39] * (c * s * s)), ("data", [None]),
+                         ("data", [0.0] * 3), ("parameters", [1]), ("parameters", "x"),
+                         ("parameters", {"binary_data_size": "x"}), ("parameters", {"binary_data_size": -4})):
+        bodies.append(json.dumps({"inputs": [{**good, field: value}]}).encode())
+    for extra in ({"outputs": 5}, {"outputs": [5]}, {"outputs": [{"name": "x"}]}, {"parameters": [1]},
+                  {"outputs": [{"name": "logits", "parameters": [1]}]},
+                  {"outputs": [{"name": "logits", "parameters": {"classification": -1}}]},
+                  {"outputs": [{"name": "logits", "parameters": {"classification": "3"}}]}):
+        bodies.append(json.dumps({"inputs": [good], **extra}).encode())
+    requests = []
+    for body in bodies:
+        for ctype in ("application/json", "application/octet-stream", "text/plain; charset=utf-16"):
+            requests.append(_request("POST", infer, body, [f"Content-Type: {ctype}"]))
+    for header in ("x", "-5", "0", "99999999", "1.5", ""):
+        requests.append(_request("POST", infer, b'{"inputs": []}xxxx', [f"Inference-Header-Content-Length: {header}"]))
+    png = io.BytesIO()
+    Image.new("L", (1, 20_000), 9).save(png, format="PNG")
+    for body, ctype in ((b"", "image/png"), (b"\x89PNG\r\n\x1a\nbroken", "image/png"), (b"GIF89a", "image/gif"),
+                        (b"\x93NUMPY\x01\x00garbage", "application/octet-stream"), (b"abc", "multipart/form-data"),
+                        (b"garbage", "multipart/form-data; boundary=xyz"), (b"--\r\n", 'multipart/form-data; boundary="'),
+                        (b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
+                         "multipart/form-data; boundary=b"),
+                        (png.getvalue(), "image/png")):
+        for query in ("", "?k=0", "?k=x", "?k=99", "?invert=maybe"):
+            requests.append(_request("POST", "/v1/classify" + query, body, [f"Content-Type: {ctype}"]))
+    for method, path in (("GET", "/v2/models/nope"), ("GET", "/v2/models/resnet18/versions/7"), ("DELETE", "/v2"),
+                         ("GET", "/v2/models/resnet18/versions/x/ready"), ("PUT", infer), ("GET", infer),
+                         ("POST", "/v2/models/nope/infer"), ("GET", "/%00"), ("GET", "/v2/models/" + "a" * 5000),
+                         ("POST", "/v2/repository/index"), ("GET", "/metrics"), ("GET", "/v2/health/ready")):
+        requests.append(_request(method, path))
+    requests.append(_request("POST", infer, b"{}", ["Authorization: Bearer x"]))
+    requests.append(_request("POST", infer, b"{}", ["Content-Encoding: gzip"]))
+    requests.append(b"POST " + infer.encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
+    requests.append(b"GET /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+    requests.append(b"NOT-HTTP\r\n\r\n")
+    return requests
+
+
+def test_hundreds_of_malformed_requests_get_no_5xx_and_leave_no_traceback(arts, tmp_path):
+    proc, port, log = _start_logged(arts, tmp_path, "--max-body-mb", "1")
+    try:
+        corpus = _malformed_corpus(arts)
+        assert len(corpus) >= 200
+        statuses = []
+        for data in corpus:
+            response = _raw(port, data)
+            statuses.append(_status(response))
+            assert _status(response) < 500, (data[:200], response[:400])
+        assert statuses.count(400) >= 150  # the bad ones got one sentence each, not silence
+        x = np.zeros((1, *arts.spec.chw), np.float32)
+        status, _, body = _http(port, "/v2/models/resnet18/infer", _infer_body(x))
+        assert status == 200 and json.loads(body)["outputs"][0]["shape"] == [1, arts.spec.num_classes]
+    finally:
+        _stop(proc)
+    text = log.read_text()
+    assert "Traceback" not in text and "Internal server error" not in text, text[-3000:]
+
+
+def test_a_client_that_disconnects_is_not_inferred_and_leaves_nothing_in_flight(arts, tmp_path):
+    # A lone request waits up to 3 s for others to merge with: the client is gone long before that.
+    proc, port, log = _start_logged(arts, tmp_path, "--max-queue-delay-us", "3000000")
+    try:
+        x = np.zeros((1, *arts.spec.chw), np.float32)
+        _raw(port, _request("POST", "/v2/models/resnet18/infer", _infer_body(x)), read=False)  # sends, then closes
+        time.sleep(4)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+            metrics = r.read().decode()
+        assert 'resnet_edge_requests_total{code="499",endpoint="infer"} 1.0' in metrics, metrics
+        assert "resnet_edge_batch_size_count 0.0" in metrics  # nothing ran for it
+        assert "resnet_edge_queue_depth 0.0" in metrics
+        status, _, _ = _http(port, "/v2/models/resnet18/infer", _infer_body(x))
+        assert status == 200
+    finally:
+        _stop(proc)
+
+
+def test_slow_and_greedy_clients_are_bounded(arts, tmp_path):
+    proc, port, log = _start_logged(arts, tmp_path, "--body-timeout", "1s", "--max-connections", "8",
+                                    "--max-body-mb", "2", "--max-buffer-mb", "1")
+    try:
+        path = "/v2/models/resnet18/infer"
+        # A body trickled in slower than the deadline: 408, and the handler is free again.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"{" * 10)
+            t0 = time.time()
+            answer = s.recv(65536)
+            assert _status(answer) == 408 and b"did not arrive within 1 s" in answer
+            assert time.time() - t0 < 5
+        # Bodies being read on several connections together: past 1 MB, the next one is refused with 503.
+        first = socket.create_connection(("127.0.0.1", port), timeout=10)
+        first.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n\r\n".encode() + b" " * 700_000)
+        time.sleep(0.3)
+        second = _raw(port, _request("POST", path, b" " * 900_000))
+        assert _status(second) == 503 and b"too many request bodies" in second
+        first.sendall(b" " * 200_000)  # the first completes: read whole and answered (400: not JSON), not refused
+        assert _status(first.recv(65536)) == 400
+        first.close()
+        # Connections: past --max-connections, requests get 503 while the others stay open.
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(8)]
+        try:
+            time.sleep(0.3)
+            assert _status(_raw(port, _request("GET", "/v2"))) == 503
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        assert _status(_raw(port, _request("GET", "/v2"))) == 200
+    finally:
+        _stop(proc)
+    assert "Traceback" not in log.read_text()
+
+
+def test_model_metadata_names_the_manifests_model_and_its_preprocessing(arts, tmp_path):
+    proc, port, _ = _start_logged(arts, tmp_path)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v2/repository/index",
+                                                           data=b"", method="POST")) as r:
+            assert json.loads(r.read()) == [{"name": arts.spec.name, "version": "1", "state": "READY"}]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{arts.spec.name}") as r:
+            pre = json.loads(r.read())["parameters"]["preprocessing"]
+        assert pre["mean"] == list(arts.spec.mean) and pre["std"] == list(arts.spec.std)
+        assert (pre["channels"], pre["image_size"], pre["source_size"]) == (1, 28, 28)
+    finally:
+        _stop(proc)
