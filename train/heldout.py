@@ -75,16 +75,16 @@ def _folder(mcfg, record, root: Path, limit, calib_size, heldout_size, seed, con
         test = _files(root, evaluation["files"], index, "evaluation")
         chosen = set(evaluation["files"])
         pool = _pick(found.val, [i for i, rel in enumerate(relative(found.val.paths, root)) if rel not in chosen])
-        description = f"the {len(test)} images of {root} held out at training (the split the checkpoint records)"
+        description = f"the {len(test)} images of the image folder {root} held out at training (recorded in the checkpoint)"
     elif found.train is not None:
         test, pool = found.val, found.train
-        description = f"{root / found.val_name}/"
+        description = f"the image folder {root}'s {found.val_name}/ split"
         recorded = evaluation.get("sha256")
         if recorded and recorded != splits.digest(sorted(relative(test.paths, root))):
             notes["evaluation"] = f"{root / found.val_name}/ differs from the one the checkpoint was trained beside"
     else:
         test = pool = found.val
-        description = f"every image of {root} ({NO_RECORD})"
+        description = f"every image of the image folder {root} ({NO_RECORD})"
         notes["evaluation"] = NO_RECORD
         if console is not None:
             console.print(f"[yellow]{root}: {NO_RECORD}[/]")

@@ -38,13 +38,36 @@ def test_lr_schedule_warms_up_peaks_and_anneals(schedule):
     assert all(a >= b - 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1:]))
 
 
-def test_short_training_lowers_the_loss_and_writes_checkpoints(fmnist, tmp_path):
+def test_short_training_lowers_the_loss_and_writes_checkpoints(fmnist, tmp_path, monkeypatch):
+    import numpy as np
+
+    import train.engine as engine
+
+    evaluated = []  # which split each evaluation read: the test set only once, after training
+    real_predict = engine.predict
+
+    def predict(model, split, **kw):
+        evaluated.append("test" if torch.equal(split.labels, fmnist.test.labels[:500]) else "other")
+        return real_predict(model, split, **kw)
+
+    monkeypatch.setattr(engine, "predict", predict)
     result = train(replace(TINY, epochs=3), tmp_path, data=fmnist)
+    assert evaluated == ["other", "other", "other", "test"]
     losses = [e.train_loss for e in result.history]
     assert losses[-1] < losses[0] * 0.8
-    assert result.history[-1].test_acc > 0.5  # far above the 10% of chance
+    assert result.history[-1].val_acc > 0.5  # far above the 10% of chance
     best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
-    assert last["epoch"] == 3 and best["metrics"]["test_acc"] == result.best_acc
+    assert last["epoch"] == 3 and best["metrics"]["val_acc"] == result.best_acc
+    assert best["epoch"] == result.best_epoch == 1 + max(range(3), key=lambda i: result.history[i].val_acc)
+    assert best["metrics"]["test_acc"] == result.test_acc and best["metrics"]["test_images"] == 500
+    # The validation split is recorded, carved from the training images, and never trained on.
+    split = best["split"]
+    val = np.array(split["validation"]["indices"])
+    assert split["validation"]["n"] == len(val) == 5000 and split["seed"] == TINY.seed
+    assert split["evaluation"]["source"] == "the Fashion-MNIST test set (t10k)"
+    carved = fmnist.with_validation(5000, TINY.seed)  # what training read: the rest, in order
+    assert len(carved.train) == 55_000 and torch.equal(carved.validation.images, fmnist.train.images[val])
+    assert torch.equal(carved.train.images[:5], fmnist.train.images[np.setdiff1d(np.arange(60_000), val)[:5]])
     assert best["data_sha256"] == fmnist.sha256
     assert best["config"]["mean"] == pytest.approx(fmnist.stats()[0])
     assert last["metrics"]["train_img_per_s"] > 0

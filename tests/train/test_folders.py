@@ -237,3 +237,86 @@ def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt,
             client.infer("resnet18", [bad])
     finally:
         _stop(proc)
+
+
+def _gray_folder(root, fmnist, layout, per_class=100):
+    """Fashion-MNIST classes 0, 1, 8 as gray PNGs: layout "flat" (class folders only) or split folders."""
+    imgs, labels = fmnist.train.images.numpy(), fmnist.train.labels.numpy()
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in CLASSES])
+    if layout == "flat":
+        _write_folder(root, imgs[keep], labels[keep], rgb=False)
+    else:
+        for i, split in enumerate(layout):
+            part = keep[i::len(layout)]
+            _write_folder(root / split, imgs[part], labels[part], rgb=False)
+    return root
+
+
+def test_split_folders_are_recognised_and_split_names_are_never_classes(fmnist, tmp_path):
+    for layout, (evaluated, validation) in ((("train", "val"), ("val", None)), (("train", "test"), ("test", None)),
+                                            (("train", "valid", "test"), ("test", "valid")),
+                                            (("train", "validation"), ("validation", None))):
+        found = folders.scan(_gray_folder(tmp_path / "-".join(layout), fmnist, layout, 12))
+        assert found.classes == ("class_0", "class_1", "class_8") and found.val_name == evaluated
+        assert found.validation_name == validation and len(found.train) > 0
+    root = _gray_folder(tmp_path / "mixed", fmnist, ("train", "test"), 6)
+    (root / "class_3").mkdir()
+    with pytest.raises(DataError, match="a class folder 'class_3' beside its split folder"):
+        folders.scan(root)
+    root = _gray_folder(tmp_path / "named", fmnist, "flat", 6)
+    (root / "test").mkdir()
+    with pytest.raises(DataError, match="a folder 'test', a split folder name, among its class folders"):
+        folders.scan(root)
+    with pytest.raises(DataError, match="has train/ but no val/, valid/, validation/ or test/"):
+        folders.scan(_gray_folder(tmp_path / "alone", fmnist, ("train",), 6))
+    root = _gray_folder(tmp_path / "two", fmnist, ("train", "val", "valid"), 6)
+    with pytest.raises(DataError, match="has both val/ and valid/"):
+        folders.scan(root)
+
+
+def test_eval_export_golden_set_and_calibration_follow_the_split_the_checkpoint_recorded(fmnist, tmp_path, monkeypatch):
+    """A folder without split folders: training holds out a seeded 10% and carves validation from the rest;
+    eval and export read exactly the held-out files, calibration only training files, and decode nothing else."""
+    from train.checkpoint import load_checkpoint, load_model
+    from train.heldout import evaluation_data
+
+    root = _gray_folder(tmp_path / "flat", fmnist, "flat", 40)  # 120 images
+    ckpt_dir = tmp_path / "ckpt"
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "train", "--data", str(root), "--epochs", "1",
+                          "--batch-size", "32", "--out", str(ckpt_dir), "--device", "cpu"],  # --amp auto: a 3-class probe
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = load_checkpoint(ckpt_dir / "best.pt")
+    split = state["split"]
+    held, val = set(split["evaluation"]["files"]), set(split["validation"]["files"])
+    assert len(held) == 12 and len(val) == 10 and not held & val  # 10% held out; a tenth of the other 108
+    assert state["metrics"]["test_images"] == 12
+    out = tmp_path / "eval.json"
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "eval", str(ckpt_dir / "best.pt"), "--data", str(root),
+                          "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["images"] == 12 and "held out at training" in report["evaluated_on"]
+    assert report["accuracy"] == pytest.approx(state["metrics"]["test_acc"])
+    # Only what is used is decoded: 12 evaluation, 64 calibration and 10 held-out images, not all 120.
+    decoded = []
+    real = folders.decode_all
+    monkeypatch.setattr(folders, "decode_all", lambda paths, *a, **k: decoded.append(paths) or real(paths, *a, **k))
+    cfg = load_model(ckpt_dir / "best.pt").config
+    data = evaluation_data(cfg, split, folder=root, calib_size=64, heldout_size=100)
+    names = [{p.relative_to(root).as_posix() for p in part} for part in decoded]
+    assert [len(n) for n in names] == [12, 64, 10] and names[0] == held and names[2] == val
+    assert not names[1] & (held | val) and len(data.calibration) == 64
+    # A folder this small exports without INT8 (its calibration check applies to INT8 only); the golden set and
+    # the evaluation are the held-out files.
+    arts = tmp_path / "arts"
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(ckpt_dir / "best.pt"), "--out", str(arts),
+                          "--data", str(root), "--precision", "fp32,fp16", "--no-aoti"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((arts / "manifest.json").read_text())
+    assert manifest["evaluation"]["test_images"] == 12 and "held out at training" in manifest["evaluation"]["data"]
+    with np.load(arts / "golden.npz") as z:
+        golden = z["images"]
+    held_images = np.stack([folders.load_image(root / f, 28, None, 1) for f in sorted(held)])
+    assert len(golden) == 12 and sorted(map(bytes, golden)) == sorted(map(bytes, held_images))
