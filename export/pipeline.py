@@ -366,7 +366,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> dict[str, A
             ex.engines(staging, onnx_files, step)
             ex.aoti_packages(staging, aoti_plan, step)
             bar.update(task, description="done", completed=total)
-        console.print(results_table(ex.rows, ex.fold_stats, cfg.out, f"{len(ex.labels):,} images of {ex.data_name()}"))
+        console.print(results_table(ex.rows, ex.fold_stats, cfg.out, f"{len(ex.labels):,} images of {ex.evaluated}"))
         for s in ex.skipped:
             what = {"tensorrt": "TensorRT engines", "aoti": "AOTInductor packages"}.get(s["format"], s["format"])
             console.print(f"[yellow]skipped {what}:[/] {escape(s['reason'])}")
