@@ -113,6 +113,11 @@ def _malformed_corpus(arts) -> list[bytes]:
                          ("POST", "/v2/models/nope/infer"), ("GET", "/%00"), ("GET", "/v2/models/" + "a" * 5000),
                          ("POST", "/v2/repository/index"), ("GET", "/metrics"), ("GET", "/v2/health/ready")):
         requests.append(_request(method, path))
+    for header in ("Content-Type: application/json; charset=latin-1", "Content-Type: ", "Content-Type: ;;;",
+                   "Content-Type: multipart/mixed", "Content-Type: image/png", "Content-Type: application/x-npy",
+                   "Accept: nothing/else", "Content-Encoding: br", "Expect: 100-continue", "Connection: upgrade",
+                   "Inference-Header-Content-Length: 2", "Content-Type: application/json; boundary=x"):
+        requests.append(_request("POST", infer, b'\xef\xbb\xbf{"inputs": [{"name": "images"}]}', [header]))
     requests.append(_request("POST", infer, b"{}", ["Authorization: Bearer x"]))
     requests.append(_request("POST", infer, b"{}", ["Content-Encoding: gzip"]))
     requests.append(b"POST " + infer.encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
