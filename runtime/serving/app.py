@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -151,6 +151,8 @@ async def _body(request: Request, state: ServerState) -> bytes:
                     break
     except asyncio.TimeoutError:
         raise BodyTimeout(f"The request body did not arrive within {state.body_timeout_s:g} s.") from None
+    except ClientDisconnect:
+        raise ClientGone("The client disconnected before its body arrived.") from None
     finally:
         state.buffered -= held
     if size > limit:
@@ -327,6 +329,7 @@ async def classify(request: Request, state: ServerState) -> Response:
 
 async def _multipart_file(request: Request, body: bytes) -> bytes:
     from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
     from starlette.formparsers import MultiPartException
 
     async def receive():
@@ -334,6 +337,8 @@ async def _multipart_file(request: Request, body: bytes) -> bytes:
 
     try:
         form = await Request(request.scope, receive).form()
+    except HTTPException as exc:  # Starlette's form() turns a MultiPartException into a 400 of its own
+        raise InvalidInput(f"The multipart body is malformed ({exc.detail.rstrip('.')}).") from None
     except (MultiPartException, ValueError, KeyError, UnicodeError) as exc:
         raise InvalidInput(f"The multipart body is malformed ({str(exc).rstrip('.') or type(exc).__name__}).") from None
     files = [v for v in form.values() if isinstance(v, UploadFile)]

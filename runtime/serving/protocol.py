@@ -121,7 +121,7 @@ def check_input(name: Any, datatype: Any, shape: Any, spec: ModelSpec, max_batch
     if datatype != "FP32":
         raise InvalidInput(f"Input datatype must be FP32, not '{datatype}'.")
     c, h, w = spec.chw
-    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) for d in shape)
+    if not (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int for d in shape)
             and shape[1:] == [c, h, w] and shape[0] >= 1):
         raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shape}.")
     if shape[0] > max_batch:

@@ -155,7 +155,7 @@ def test_a_client_that_disconnects_is_not_inferred_and_leaves_nothing_in_flight(
         time.sleep(4)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
             metrics = r.read().decode()
-        assert 'resnet_edge_requests_total{code="499",endpoint="infer"} 1.0' in metrics, metrics
+        assert 'resnet_edge_requests_total{endpoint="infer",status="499"} 1.0' in metrics, metrics
         assert "resnet_edge_batch_size_count 0.0" in metrics  # nothing ran for it
         assert "resnet_edge_queue_depth 0.0" in metrics
         status, _, _ = _http(port, "/v2/models/resnet18/infer", _infer_body(x))
