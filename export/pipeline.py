@@ -206,7 +206,8 @@ class _Exporter:
         t0 = time.perf_counter()
         int8 = quantize.to_int8(fp32, staging / f"{name}_int8.onnx", self.calib_x, opts)
         s8 = self.evaluate(int8, "int8", time.perf_counter() - t0, opset=cfg.opset, activations="s8",
-                           calibration=opts.calibration.value, calibration_images=len(self.calib_x))
+                           calibration=opts.calibration.value, calibration_images=len(self.calib_x),
+                           weight_bits=7 if opts.reduce_range else 8)
         if cfg.cpu_int8_variant and not len(self.heldout_x):
             step("INT8 uint8-activation CPU variant")
             self.decisions["int8_cpu_u8_variant"] = {"kept": False, "rule": "not tried: no held-out images to decide on"}
@@ -223,7 +224,8 @@ class _Exporter:
         t0 = time.perf_counter()
         u8_path = quantize.to_int8(fp32, out, self.calib_x, replace(opts, activations=quantize.Activations.U8))
         u8 = self.evaluate(u8_path, "int8", time.perf_counter() - t0, opset=self.cfg.opset, activations="u8",
-                           target="cpu", calibration=opts.calibration.value, calibration_images=len(self.calib_x))
+                           target="cpu", calibration=opts.calibration.value, calibration_images=len(self.calib_x),
+                           weight_bits=7 if opts.reduce_range else 8)
         s8_ms, u8_ms = interleaved_latency_ms([s8_path, u8_path], self.heldout_x[:64])
         s8_held = parity(self.heldout_ref, ort_logits(s8_path, self.heldout_x), self.heldout_labels)
         u8_held = parity(self.heldout_ref, ort_logits(u8_path, self.heldout_x), self.heldout_labels)

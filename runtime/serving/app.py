@@ -181,10 +181,15 @@ def _deadline(seconds: float):
     return scope()
 
 
-async def _until_disconnected(receive) -> None:
-    """Returns once the client has gone: after the body is read, ASGI's receive() waits for the disconnect."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def _until_disconnected(receive) -> bool:
+    """True once the client has gone: after the body is read, ASGI's receive() waits for the disconnect. A server
+    that answers with the body again instead (no disconnect to wait for) gets False at once, not a busy loop."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return True
+        if not message.get("more_body", False):
+            return False
 
 
 async def submit(request: Request, state: ServerState, batch) -> object:
@@ -194,8 +199,11 @@ async def submit(request: Request, state: ServerState, batch) -> object:
     handler = asyncio.current_task()
     waiting = True
 
+    def gone(watch: asyncio.Future) -> bool:
+        return watch.done() and not watch.cancelled() and watch.exception() is None and watch.result()
+
     def client_gone(watch: asyncio.Future) -> None:
-        if waiting and not watch.cancelled():
+        if waiting and gone(watch):
             handler.cancel()
 
     watch = asyncio.ensure_future(_until_disconnected(request.receive))
@@ -203,7 +211,7 @@ async def submit(request: Request, state: ServerState, batch) -> object:
     try:
         return await state.batcher.submit(batch, state.request_timeout_s)
     except asyncio.CancelledError:
-        if watch.done() and not watch.cancelled():
+        if gone(watch):
             raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
         raise
     finally:

@@ -52,7 +52,9 @@ def test_cpu_int8_decision_is_taken_on_held_out_training_images(export_dir):
     d = manifest["decisions"]["int8_cpu_u8_variant"]
     kept = any(a["target"] == "cpu" for a in manifest["artifacts"])
     assert d["kept"] == kept and (export_dir / "resnet18_int8_cpu.onnx").exists() == kept
-    assert "held-out training images" in d["split"] and "test" not in d["rule"]
+    # Decided on the validation split the checkpoint records: never trained on, never the test set.
+    assert d["split"] == "2000 images of the validation split the checkpoint records (never trained on)"
+    assert "test" not in d["rule"]
 
     def stats(acc, agree):
         return ParityStats(0, 0, 1, agree, acc, 0.9, 2000)

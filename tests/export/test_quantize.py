@@ -75,4 +75,21 @@ def test_calibration_runs_in_fixed_batches_with_a_short_last_one(export_dir, tmp
         to_int8(src, tmp_path / f"{method}.onnx", x, Int8Options(calibration=method))
         assert sorted(seen) == [31, 100]  # not 131 calls of batch 1 (131 is prime)
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "minmax.onnx")).metadata_props}
-    assert meta["calibration"] == "minmax:131" and meta["quant_pre_process"] == "true"
+    assert meta["calibration"] == "minmax:131" and meta["quant_pre_process"] == "true" and meta["weight_bits"] == "7"
+
+
+def test_int8_weights_fit_in_7_bits_so_cpus_without_vnni_do_not_saturate(export_dir):
+    """x86 CPUs without VNNI sum pairs of uint8 x int8 products in 16 bits (VPMADDUBSW): 255 x 127 x 2 overflows,
+    255 x 64 x 2 does not. Every INT8 file of the export (the s8 one and the CPU variant) keeps its weights in
+    [-64, 64], and its row says so."""
+    rows = [a for a in read_manifest(export_dir)["artifacts"] if a["format"] == "onnx" and a["precision"] == "int8"]
+    assert rows
+    for row in rows:
+        assert row["weight_bits"] == 7
+        graph = onnx.load(str(export_dir / row["path"])).graph
+        consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        weights = [consts[n.input[0]] for n in graph.node
+                   if n.op_type == "DequantizeLinear" and consts.get(n.input[0]) is not None
+                   and consts[n.input[0]].dtype == np.int8 and consts[n.input[0]].ndim == 4]
+        assert len(weights) >= 20  # every conv of ResNet-18
+        assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
