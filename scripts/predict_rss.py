@@ -36,6 +36,7 @@ STREAMED = "import sys; from resnet_edge.cli import main; sys.argv[0] = 'resnet-
 def write_pngs(folder: Path, n: int) -> list[Path]:
     arrays = load_arrays()
     images = np.concatenate([arrays.test_images, arrays.train_images])[:n]
+    folder.mkdir(parents=True)
     paths = []
     for i, img in enumerate(images):
         path = folder / f"{i:06d}.png"

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -33,6 +33,7 @@ from runtime.serving.errors import (
 )
 from runtime.serving.metrics import Metrics
 from runtime.serving.protocol import HEADER, build_response, parse_infer
+from runtime.serving.watchdog import Watchdog
 from runtime.spec import ModelSpec
 
 log = logging.getLogger("resnet_edge.serve")
@@ -68,6 +69,7 @@ class ServerState:
     failed: bool = False  # the backend could not load: the server exits non-zero
     buckets: tuple[int, ...] = ()  # the batch sizes a static-shape backend runs; batches are padded to them
     on_fatal: Callable[[], None] | None = None
+    watchdog: Watchdog = field(default_factory=Watchdog)  # body deadlines and disconnect watches, one timer
 
 
 Handler = Callable[[Request, ServerState], Awaitable[Response]]
@@ -138,19 +140,22 @@ async def _body(request: Request, state: ServerState) -> bytes:
     limit = state.max_body_bytes
     chunks, size, held = [], 0, 0
     try:
-        async with _deadline(state.body_timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size <= limit:
-                    chunks.append(chunk)
-                    held += len(chunk)
-                    state.buffered += len(chunk)
-                    if state.buffered > state.max_buffered_bytes:
-                        raise Overloaded("The server is reading too many request bodies at once; retry shortly.")
-                elif size > max(4 * limit, 64 << 20):
-                    break
-    except asyncio.TimeoutError:
-        raise BodyTimeout(f"The request body did not arrive within {state.body_timeout_s:g} s.") from None
+        with state.watchdog.deadline(state.body_timeout_s) as expired:
+            try:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size <= limit:
+                        chunks.append(chunk)
+                        held += len(chunk)
+                        state.buffered += len(chunk)
+                        if state.buffered > state.max_buffered_bytes:
+                            raise Overloaded("The server is reading too many request bodies at once; retry shortly.")
+                    elif size > max(4 * limit, 64 << 20):
+                        break
+            except asyncio.CancelledError:
+                if expired():
+                    raise BodyTimeout(f"The request body did not arrive within {state.body_timeout_s:g} s.") from None
+                raise
     except ClientDisconnect:
         raise ClientGone("The client disconnected before its body arrived.") from None
     finally:
@@ -159,26 +164,6 @@ async def _body(request: Request, state: ServerState) -> bytes:
         total = int(declared) if declared and declared.isdigit() else size
         raise PayloadTooLarge(f"The body of {total} bytes is over the {limit}-byte limit.")
     return b"".join(chunks)
-
-
-def _deadline(seconds: float):
-    """``asyncio.timeout`` where it exists (3.11); on 3.10 a cancel scope made of call_later."""
-    if hasattr(asyncio, "timeout"):
-        return asyncio.timeout(seconds)
-    import contextlib
-
-    @contextlib.asynccontextmanager
-    async def scope():
-        task = asyncio.current_task()
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise asyncio.TimeoutError from None
-        finally:
-            handle.cancel()
-
-    return scope()
 
 
 async def _until_disconnected(receive) -> bool:
@@ -195,28 +180,15 @@ async def _until_disconnected(receive) -> bool:
 async def submit(request: Request, state: ServerState, batch) -> object:
     """Queue ``batch`` with the batcher and wait for its logits, or for the client to disconnect: then the
     wait is cancelled, which cancels the queued work (the batcher drops it before inference), and the request
-    ends at once rather than holding a place in flight (and a drain) for an answer nobody reads."""
-    handler = asyncio.current_task()
-    waiting = True
-
-    def gone(watch: asyncio.Future) -> bool:
-        return watch.done() and not watch.cancelled() and watch.exception() is None and watch.result()
-
-    def client_gone(watch: asyncio.Future) -> None:
-        if waiting and gone(watch):
-            handler.cancel()
-
-    watch = asyncio.ensure_future(_until_disconnected(request.receive))
-    watch.add_done_callback(client_gone)
-    try:
-        return await state.batcher.submit(batch, state.request_timeout_s)
-    except asyncio.CancelledError:
-        if gone(watch):
-            raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
-        raise
-    finally:
-        waiting = False
-        watch.cancel()
+    ends at once rather than holding a place in flight (and a drain) for an answer nobody reads. The watch
+    starts once the request has waited a tick of the server's watchdog (``runtime.serving.watchdog``)."""
+    with state.watchdog.watch(lambda: _until_disconnected(request.receive)) as gone:
+        try:
+            return await state.batcher.submit(batch, state.request_timeout_s)
+        except asyncio.CancelledError:
+            if gone():
+                raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
+            raise
 
 
 def _model(request: Request, state: ServerState) -> None:
