@@ -235,6 +235,17 @@ def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt,
         bad.set_data_from_numpy(gray)
         with pytest.raises(Exception, match=r"Input shape must be \[N, 3, 32, 32\]"):
             client.infer("resnet18", [bad])
+        # loadtest drives any model: shape and preprocessing from the server's metadata, images from the golden set
+        # (it used to send 1-channel Fashion-MNIST tensors, every one a 400 here).
+        load = [sys.executable, "-m", "resnet_edge", "loadtest", f"http://127.0.0.1:{port}", "--concurrency", "2",
+                "--duration", "1s"]
+        res = subprocess.run(load + ["--artifacts", str(out), "--json", str(tmp_path / "l.json")],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        (level,) = json.loads((tmp_path / "l.json").read_text())["levels"]
+        assert level["requests"] > 10 and level["errors"] == 0
+        res = subprocess.run(load, capture_output=True, text=True, timeout=120)  # Fashion-MNIST does not fit it
+        assert res.returncode == 2 and "Traceback" not in res.stderr and "--artifacts" in res.stderr
     finally:
         _stop(proc)
 
