@@ -35,7 +35,8 @@ def test_a_quick_answer_starts_no_watch_and_a_slow_one_is_cancelled_when_its_cli
         assert calls == ["watch"]  # started once, after a tick
         gone_now.set()
         assert await asyncio.wait_for(task, 1) == "client gone"
-        assert task.cancelling() == 0 if hasattr(task, "cancelling") else True  # our cancellation was cleared
+        if hasattr(task, "cancelling"):  # Python 3.11+: our cancellation was cleared once it became an answer
+            assert task.cancelling() == 0
 
     asyncio.run(main())
 
