@@ -17,7 +17,6 @@ from resnet_edge.atomic import atomic_write_text
 from resnet_edge.errors import InvalidInput, MissingDependency
 from runtime.backends.aoti_backend import device_identity, sidecar_path
 
-CUDA_PRECISIONS = ("fp16", "bf16", "fp32")
 CPU_PRECISIONS = ("fp32",)
 
 

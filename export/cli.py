@@ -64,7 +64,7 @@ def export_cmd(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(f"[bold green]{len(manifest['artifacts'])} artifacts verified[/]; manifest: {out / 'manifest.json'}")
+    console.print(f"[bold green]{len(manifest.artifacts)} artifacts verified[/]; manifest: {out / 'manifest.json'}")
 
 
 def register(app: typer.Typer) -> None:

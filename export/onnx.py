@@ -93,19 +93,25 @@ def finalize(proto: onnx.ModelProto, metadata: dict[str, str], out: Path, precis
     return Path(out)
 
 
-def export_onnx(ckpt: Path, out: Path, *, opset: int = DEFAULT_OPSET, test_accuracy: float | None = None) -> Path:
-    """Checkpoint in, FP32 ONNX of the BN-folded model out."""
+def onnx_from_model(folded: nn.Module, out: Path, *, metadata: dict[str, str], opset: int = DEFAULT_OPSET) -> Path:
+    """A BN-folded eval model in, its FP32 ONNX (with ``metadata`` stamped in) out."""
     _check_opset(opset)
-    state = load_checkpoint(ckpt)
-    model = model_from_checkpoint(state, ckpt)
-    folded = fold_batchnorm(model)
-    proto = torch_to_onnx(folded, model.config.in_channels, model.config.image_size, opset)
+    cfg = folded.config
+    proto = torch_to_onnx(folded, cfg.in_channels, cfg.image_size, opset)
     ops = op_counts(proto)
     if ops.get("BatchNormalization", 0) or ops.get("Conv", 0) != count_modules(folded, nn.Conv2d):
         raise ArtifactMismatch(f"The ONNX graph has {ops.get('Conv', 0)} Conv and "
                                f"{ops.get('BatchNormalization', 0)} BatchNormalization nodes; expected "
                                f"{count_modules(folded, nn.Conv2d)} and 0.")
-    return finalize(proto, model_metadata(state, sha256_file(ckpt), test_accuracy), out, "fp32")
+    return finalize(proto, metadata, out, "fp32")
+
+
+def export_onnx(ckpt: Path, out: Path, *, opset: int = DEFAULT_OPSET, test_accuracy: float | None = None) -> Path:
+    """Checkpoint in, FP32 ONNX of the BN-folded model out."""
+    _check_opset(opset)
+    state = load_checkpoint(ckpt)
+    folded = fold_batchnorm(model_from_checkpoint(state, ckpt))
+    return onnx_from_model(folded, out, metadata=model_metadata(state, sha256_file(ckpt), test_accuracy), opset=opset)
 
 
 def op_counts(proto: onnx.ModelProto) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""ONNX Runtime evaluation for export; the tolerance table and parity statistics live in ``runtime.tolerances``."""
+"""ONNX Runtime evaluation for export; the tolerance table and the parity result live in ``runtime.tolerances``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.tolerances import TOLERANCES, ParityStats, Tolerance, parity, tolerance_failures
+from runtime.outputs import run_batched
+from runtime.tolerances import TOLERANCES, ParityResult, Tolerance, compare, tolerance_failures
 
-__all__ = ["TOLERANCES", "ParityStats", "Tolerance", "interleaved_latency_ms", "ort_logits", "ort_session", "parity",
+__all__ = ["TOLERANCES", "ParityResult", "Tolerance", "compare", "interleaved_latency_ms", "ort_logits", "ort_session",
            "tolerance_failures"]
 
 
@@ -28,11 +29,9 @@ def ort_logits(path: Path, images: np.ndarray, batch_size: int | None = None, th
     """Run ``images`` [N, C, H, W] float32 through the ONNX file on ONNX Runtime's CPU provider."""
     from resnet_edge.images import eval_batch
 
-    batch_size = batch_size or eval_batch(images.shape[-1], cap=500)
     sess = ort_session(path, threads)
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: images[i:i + batch_size]})[0]
-                           for i in range(0, len(images), batch_size)]).astype(np.float32)
+    return run_batched(lambda b: sess.run(None, {name: b})[0], images, batch_size or eval_batch(images.shape[-1], cap=500))
 
 
 def interleaved_latency_ms(paths: list[Path], batch: np.ndarray, *, rounds: int = 7, calls: int = 5,

@@ -4,7 +4,6 @@ import ``train`` or ``export``, and this stage sits above both."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 
 def load_model(checkpoint: Path, *, folded: bool = False):
@@ -15,10 +14,11 @@ def load_model(checkpoint: Path, *, folded: bool = False):
     return fold_batchnorm(model) if folded else model
 
 
-def build_model(manifest: dict[str, Any]):
+def build_model(manifest):
+    """An untrained network of the shape a ``runtime.contract.Manifest`` describes."""
     from train.model import ModelConfig
     from train.model import build_model as build
 
-    m, pre = manifest["model"], manifest["preprocessing"]
-    return build(ModelConfig(depth=m["depth"], stem=m["stem"], in_channels=int(pre["channels"]),
-                             num_classes=int(m["num_classes"]), image_size=int(pre["image_size"]))).eval()
+    m, pre = manifest.model, manifest.preprocessing
+    return build(ModelConfig(depth=m.depth, stem=m.stem, in_channels=pre.channels, num_classes=m.num_classes,
+                             image_size=pre.image_size)).eval()

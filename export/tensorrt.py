@@ -33,6 +33,7 @@ from runtime.backends.trt_engine import (  # noqa: F401 - the runtime half, re-e
     trt_major,
     unavailable_reason,
 )
+from runtime.outputs import run_batched
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,6 @@ def engine_logits(engine: Path, x: np.ndarray, max_batch: int) -> np.ndarray:
     """Run the test set through a fresh engine, ``max_batch`` rows at a time."""
     runner = EngineRunner(engine)
     try:
-        return np.concatenate([runner(x[i:i + max_batch]) for i in range(0, len(x), max_batch)])
+        return run_batched(runner, x, max_batch)
     finally:
         runner.close()

@@ -52,24 +52,29 @@ def parity_cmd(
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
     reference: Annotated[str, Opt(help="golden: the golden set in ARTIFACTS_DIR (no torch needed); checkpoint: "
                                        "PyTorch on the checkpoint over the test set; auto: checkpoint where "
-                                       "torch, checkpoint and data are here, else golden.")] = "auto",
+                                       "torch, checkpoint and data are here, else golden; or a file "
+                                       "--save-outputs wrote (on any machine).")] = "auto",
+    save_outputs: Annotated[Optional[Path], Opt(help="Save the reference run (images, labels, logits) here, to "
+                                                     "compare with on another machine (--reference FILE).")] = None,
 ) -> None:
     """Compare every artifact on every available backend with the PyTorch FP32 reference."""
     from resnet_edge.atomic import atomic_write_text
+    from runtime.formats import parse_precisions
     from runtime.parity import choose_reference, run_parity
     from runtime.report import parity_json, parity_table
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan
 
     arts = load_artifacts(artifacts_dir)
-    ref = choose_reference(arts, use=reference, checkpoint=checkpoint, limit=limit, data_dir=data_dir)
-    wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
-    variants, skipped = plan(arts, parse_backends(backend), checkpoint=ref.checkpoint or checkpoint, device=device,
-                             precisions=wanted)
+    wanted = set(parse_precisions(precision)) or None
     with _progress() as bar:
-        task = bar.add_task("reference")
-        report = run_parity(arts, variants, ref.x, ref.labels, checkpoint=ref.checkpoint, reference=ref.logits,
-                            n_random=random, description=ref.description,
+        task = bar.add_task("reference run")
+        ref = choose_reference(arts, use=reference, checkpoint=checkpoint, limit=limit, data_dir=data_dir)
+        variants, skipped = plan(arts, parse_backends(backend), checkpoint=ref.checkpoint or checkpoint, device=device,
+                                 precisions=wanted)
+        if save_outputs:
+            ref.run.save(save_outputs)
+        report = run_parity(arts, variants, ref, n_random=random,
                             progress=lambda label: bar.update(task, description=f"parity: {label}"))
     report.skipped = skipped
     console.print(parity_table(report))

@@ -57,6 +57,6 @@ def load_model(checkpoint: Path, *, folded: bool = False):
     return _plugin().load_model(Path(checkpoint), folded=folded)
 
 
-def build_model(manifest: dict[str, Any]):
+def build_model(manifest):
     """An untrained network of the shape ``manifest`` describes (for counting FLOPs)."""
     return _plugin().build_model(manifest)

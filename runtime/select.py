@@ -56,8 +56,7 @@ def auto_variant(arts: Artifacts, cfg: Choice) -> Variant:
     variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads)
     variants = [v for v in variants if v.backend != "torch"] or variants  # torch is never the fastest on CPU
     ref = choose_reference(arts, limit=1000)
-    report = run_parity(arts, variants, ref.x, ref.labels, checkpoint=ref.checkpoint, reference=ref.logits,
-                        n_random=32)
+    report = run_parity(arts, variants, ref, n_random=32)
     passed = [v for v, row in zip(variants, report.rows) if row.passed]
     if not passed:
         raise InvalidInput("No backend passed parity on this machine; run 'resnet-edge parity' to see why.")

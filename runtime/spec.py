@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
-from runtime.manifest import read_manifest
+from runtime.contract import ArtifactRow, Manifest, read_manifest
 
 
 @dataclass(frozen=True)
@@ -38,31 +37,46 @@ class ModelSpec:
         return (self.channels, self.source_size, self.source_resize, self.num_classes) == (1, 28, None, 10)
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> ModelSpec:
-        pre, io = manifest["preprocessing"], manifest["io"]
+    def from_manifest(cls, manifest: Manifest) -> ModelSpec:
+        pre, model = manifest.preprocessing, manifest.model
         return cls(
-            name=manifest["model"]["name"], input_name=io["input"]["name"], output_name=io["output"]["name"],
-            channels=int(pre["channels"]), image_size=int(pre["image_size"]),
-            num_classes=int(manifest["model"]["num_classes"]), class_names=tuple(manifest["model"]["class_names"]),
-            mean=tuple(pre["mean"]), std=tuple(pre["std"]), resize=pre.get("resize", "bilinear"),
-            source_size=int(pre.get("source_size", 28)),
-            source_resize=int(pre["source_resize"]) if pre.get("source_resize") is not None else None,
+            name=model.name, input_name=manifest.io.input.name, output_name=manifest.io.output.name,
+            channels=pre.channels, image_size=pre.image_size, num_classes=model.num_classes,
+            class_names=model.class_names, mean=pre.mean, std=pre.std, resize=pre.resize,
+            source_size=pre.source_size, source_resize=pre.source_resize,
         )
 
 
 @dataclass(frozen=True)
 class Artifact:
+    """A manifest row with its file's place on this machine."""
+
     path: Path
-    format: str  # onnx | tensorrt
-    precision: str  # fp32 | fp16 | int8
-    target: str  # any | cpu
-    test_accuracy: float
-    entry: dict[str, Any]
+    row: ArtifactRow
+
+    @property
+    def format(self) -> str:
+        return self.row.format
+
+    @property
+    def precision(self) -> str:
+        return self.row.precision.value
+
+    @property
+    def target(self) -> str:
+        return self.row.target
+
+    @property
+    def tag(self) -> str:
+        return self.row.tag
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.row.test_accuracy
 
     @property
     def label(self) -> str:
-        extra = f"-{self.target}" if self.target != "any" else ""
-        return f"{self.format}:{self.precision}{extra}"
+        return f"{self.format}:{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -70,14 +84,14 @@ class Artifacts:
     """A verified artifact directory: every hash in the manifest was checked on load."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     spec: ModelSpec
     items: tuple[Artifact, ...]
 
     @property
     def checkpoint(self) -> Path:
         """The source checkpoint: as recorded, else beside the artifact directory (it is not copied)."""
-        recorded = Path(self.manifest["source"]["checkpoint"])
+        recorded = Path(self.manifest.source.checkpoint)
         for candidate in (recorded, self.root.parent / recorded, self.root / recorded.name):
             if candidate.is_file():
                 return candidate
@@ -90,27 +104,33 @@ class Artifacts:
         path = Path(path) if path else self.checkpoint
         if not path.is_file():
             raise InvalidInput(f"The source checkpoint {path} does not exist; pass --checkpoint PATH.")
-        if sha256_file(path) != self.manifest["source"]["sha256"]:
+        if sha256_file(path) != self.manifest.source.sha256:
             raise ArtifactMismatch(f"{path} is not the checkpoint these artifacts were exported from "
                                    "(its sha256 differs from the manifest's).")
         return path
 
-    def golden(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The golden set export wrote: uint8 test images, their labels and the PyTorch FP32 logits
-        (its sha256 was checked with the rest of the manifest)."""
-        entry = self.manifest.get("golden")
-        if not entry:
+    def golden_run(self):
+        """The golden set export wrote, a saved run (``runtime.outputs.SavedRun``): uint8 test images, their labels
+        and the PyTorch FP32 logits (its sha256 was checked with the rest of the manifest)."""
+        from runtime.outputs import SavedRun
+
+        entry = self.manifest.golden
+        if entry is None:
             raise ArtifactMismatch(f"{self.root} has no golden set (it was exported by an older resnet-edge); re-export "
                                    "it with 'resnet-edge export' to verify it without PyTorch.")
         try:
-            with np.load(self.root / entry["path"], allow_pickle=False) as z:
-                return z["images"], z["labels"], z["logits"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactMismatch(f"{self.root / entry['path']} is not a readable golden set ({exc}); re-export.") from None
+            return SavedRun.load(self.root / entry.path)
+        except ArtifactMismatch as exc:
+            raise ArtifactMismatch(f"{exc} Re-export the artifacts.") from None
+
+    def golden(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The golden set as (images, labels, logits)."""
+        run = self.golden_run()
+        return run.images, run.labels, run.logits
 
     @property
     def reference_accuracy(self) -> float:
-        return float(self.manifest["source"]["test_accuracy"])
+        return self.manifest.source.test_accuracy
 
     def find(self, fmt: str, precision: str, target: str | None = None) -> Artifact | None:
         matches = [a for a in self.items if a.format == fmt and a.precision == precision
@@ -123,8 +143,5 @@ def load_artifacts(root: Path | str = "artifacts") -> Artifacts:
     if not root.is_dir():
         raise InvalidInput(f"Artifact directory {root} does not exist; run 'make export' first.")
     manifest = read_manifest(root, verify=True)
-    items = tuple(
-        Artifact(root / a["path"], a["format"], a["precision"], a.get("target", "any"), a["test_accuracy"], a)
-        for a in manifest["artifacts"]
-    )
+    items = tuple(Artifact(root / row.path, row) for row in manifest.artifacts)
     return Artifacts(root, manifest, ModelSpec.from_manifest(manifest), items)

@@ -11,6 +11,7 @@ import numpy as np
 from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.backends.base import Backend
+from runtime.formats import backends_for
 from runtime.spec import Artifact, Artifacts
 
 
@@ -43,12 +44,9 @@ def _cpu_has_bf16() -> bool:
     from runtime import reference
 
     if reference.torch_installed():
-        import torch
+        from runtime.backends.torch_backend import onednn_bf16
 
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        return onednn_bf16()
     try:
         with open("/proc/cpuinfo") as fh:
             flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
@@ -94,24 +92,8 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
                 variants.append(Variant("torch", ckpt, "fp16", "torch fp16 folded+graphs",
                                         {"device": dev, "cuda_graphs": True}))
         for art in arts.items:
-            tag = art.precision + ("-cpu" if art.target == "cpu" else "")
-            if name == "onnxruntime" and art.format == "onnx":
-                providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
-                variants.append(Variant("onnxruntime", art.path, art.precision, f"onnxruntime {tag}",
-                                        {"providers": providers, "threads": threads}, art, target=art.target))
-            elif name == "openvino" and art.format == "onnx":
-                variants.append(Variant("openvino", art.path, art.precision, f"openvino {tag}",
-                                        {"threads": threads}, art, target=art.target))
-                if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
-                    variants.append(Variant("openvino", art.path, "bf16", "openvino bf16",
-                                            {"threads": threads, "inference_precision": "bf16"}, art))
-            elif name == "aoti" and art.format == "aoti" and (art.target == "cpu" or device.startswith("cuda")
-                                                               or device == "auto"):
-                variants.append(Variant("aoti", art.path, art.precision, f"aoti {tag}", {"threads": threads}, art,
-                                        target=art.target))
-            elif name == "tensorrt" and art.format == "tensorrt":
-                variants.append(Variant("tensorrt", art.path, art.precision, f"tensorrt {tag}", {}, art,
-                                        target=art.target))
+            if name in backends_for(art.format):
+                variants += _artifact_variants(name, art, device, threads)
     if precisions:  # a precision (int8: every INT8 variant) or a tag (int8-cpu: that one)
         variants = [v for v in variants if v.precision in precisions or v.tag in precisions]
     if peers:
@@ -124,6 +106,25 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
             raise InvalidInput(f"No variant here has precision {', '.join(sorted(precisions))}.")
         raise InvalidInput("No backend can run here: " + " ".join(skipped))
     return variants, skipped
+
+
+def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> list[Variant]:
+    """The variants backend ``name`` runs one artifact as: its own options for the device asked for."""
+    common = {"artifact": art, "target": art.target}
+    if name == "onnxruntime":
+        providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
+        return [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"providers": providers, "threads": threads},
+                        **common)]
+    if name == "openvino":
+        found = [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"threads": threads}, **common)]
+        if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
+            found.append(Variant(name, art.path, "bf16", f"{name} bf16", {"threads": threads, "inference_precision": "bf16"},
+                                 art))
+        return found
+    if name == "aoti" and not (art.target == "cpu" or device.startswith("cuda") or device == "auto"):
+        return []  # a CUDA package on a CPU-only run
+    options = {"threads": threads} if name == "aoti" else {}
+    return [Variant(name, art.path, art.precision, f"{name} {art.tag}", options, **common)]
 
 
 def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0, calibration: np.ndarray | None = None,

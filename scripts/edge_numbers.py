@@ -120,11 +120,12 @@ def main() -> None:
         wall = time.perf_counter() - t0
         doc = json.loads(out.read_text())
     top1 = np.array([p["top"][0]["index"] for p in doc["predictions"]])
-    manifest = json.loads((Path(artifacts) / "manifest.json").read_text())
-    fp32 = next(x for x in manifest["artifacts"] if x["format"] == "onnx" and x["precision"] == "fp32")
+    from runtime.contract import read_manifest
+
+    fp32 = next(x for x in read_manifest(Path(artifacts)).artifacts if x.format == "onnx" and x.precision == "fp32")
     report["predict_10k"] = {"images": len(top1), "wall_s": wall, "images_per_s": len(top1) / wall,
                              "in_process_s": doc["seconds"], "accuracy": float((top1 == data.test_labels).mean()),
-                             "manifest_accuracy": fp32["test_accuracy"], "variant": doc["variant"]}
+                             "manifest_accuracy": fp32.test_accuracy, "variant": doc["variant"]}
     print(f"predict over 10,000 PNGs (edge install): {report['predict_10k']}")
     report["serve_peak_rss_mb"] = {name: serve_peak_rss_mb(py, artifacts) for name, py in (("edge", edge), ("full", full))}
     print(f"serve peak RSS: {report['serve_peak_rss_mb']}")

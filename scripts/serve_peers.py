@@ -140,9 +140,10 @@ def main() -> None:
         raise SystemExit("The KServe peer needs kserve: pip install '.[kserve]'.") from None
     if a.artifacts is None or not (a.artifacts / "manifest.json").is_file():
         raise SystemExit("Give an artifacts directory with a manifest.json (run 'make export').")
-    manifest = json.loads((a.artifacts / "manifest.json").read_text())
-    onnx = next((a.artifacts / v["path"] for v in manifest["artifacts"] if v["precision"] == "fp32"
-                 and v["format"] == "onnx"), None)
+    from runtime.contract import read_manifest
+
+    onnx = next((a.artifacts / v.path for v in read_manifest(a.artifacts).artifacts if v.precision == "fp32"
+                 and v.format == "onnx"), None)
     if onnx is None:
         raise SystemExit(f"{a.artifacts} has no FP32 ONNX variant.")
 

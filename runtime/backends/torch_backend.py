@@ -199,3 +199,13 @@ class TorchBackend(Backend):
 
     def _close(self) -> None:
         self._graphs.clear()
+
+
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (its own answer)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

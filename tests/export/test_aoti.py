@@ -81,10 +81,10 @@ def test_export_with_aoti_records_the_package_and_parity_runs_it(trained_ckpt, t
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     arts = load_artifacts(out)  # every hash checks, the package's included
-    (row,) = [a for a in arts.manifest["artifacts"] if a["format"] == "aoti"]
-    assert (row["precision"], row["target"], row["status"]) == ("fp32", "cpu", "ok")
-    assert (out / row["sidecar"]).is_file() and row["test_accuracy"] == arts.manifest["source"]["test_accuracy"]
-    assert "Triton's PyTorch backend" in arts.manifest["decisions"]["triton_aoti"]
+    (row,) = [a for a in arts.manifest.artifacts if a.format == "aoti"]
+    assert (row.precision, row.target, row.status) == ("fp32", "cpu", "ok")
+    assert (out / row.sidecar).is_file() and row.test_accuracy == arts.manifest.source.test_accuracy
+    assert "Triton's PyTorch backend" in arts.manifest.decisions["triton_aoti"]
     assert not any("aoti" in p.name for p in (tmp_path / "triton").iterdir())
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "parity", str(out), "--backend", "aoti", "--limit",
                           "500", "--random", "16"], capture_output=True, text=True, timeout=300)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from export.fold import conv_bn_pairs, count_modules, fold_batchnorm
-from export.parity import TOLERANCES, parity
+from export.parity import TOLERANCES, compare
 from resnet_edge.errors import InvalidInput
 from train.checkpoint import load_model
 from train.evaluate import predict
@@ -103,7 +103,7 @@ def test_folding_on_real_test_images(trained_ckpt, fmnist):
     model = load_model(trained_ckpt)
     cfg = model.config
     kw = dict(mean=cfg.mean, std=cfg.std, image_size=cfg.image_size)
-    stats = parity(predict(model, fmnist.test, **kw).numpy(), predict(fold_batchnorm(model), fmnist.test, **kw).numpy(),
-                   fmnist.test.labels.numpy())
+    stats = compare(predict(model, fmnist.test, **kw).numpy(), predict(fold_batchnorm(model), fmnist.test, **kw).numpy(),
+                    labels=fmnist.test.labels.numpy())
     assert stats.max_rel <= FOLD_RTOL
     assert stats.top1_agreement == 1.0 and stats.n == 10_000

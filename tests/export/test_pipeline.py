@@ -10,54 +10,55 @@ import pytest
 from export.parity import TOLERANCES
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import ArtifactMismatch
-from runtime.manifest import read_manifest
+from runtime.contract import Evaluation, read_manifest
 
 
 def test_manifest_names_verified_artifacts(export_dir, trained_ckpt):
     manifest = read_manifest(export_dir)  # verifies every sha256
-    arts = manifest["artifacts"]
-    assert {(a["format"], a["precision"]) for a in arts} >= {("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")}
+    arts = manifest.artifacts
+    assert {(a.format, a.precision) for a in arts} >= {("onnx", "fp32"), ("onnx", "fp16"), ("onnx", "int8")}
     for a in arts:
-        assert (export_dir / a["path"]).is_file()
-        assert a["sha256"] == sha256_file(export_dir / a["path"])
-        assert a["size_bytes"] == (export_dir / a["path"]).stat().st_size
-        assert a["inputs"][0] == {"name": "images", "dtype": "float32", "shape": [-1, 1, 28, 28]}
-        assert a["outputs"][0]["shape"] == [-1, 10]
-        assert {"torch", "onnx", "onnxruntime"} <= set(a["tools"])
-        assert a["status"] == "ok" and a["parity"]["n"] == 10_000
-    assert manifest["source"]["sha256"] == sha256_file(trained_ckpt)
-    assert manifest["preprocessing"]["image_size"] == 28 and len(manifest["preprocessing"]["mean"]) == 1
-    assert manifest["model"]["name"] == "resnet18" and len(manifest["model"]["class_names"]) == 10
+        assert (export_dir / a.path).is_file()
+        assert a.sha256 == sha256_file(export_dir / a.path)
+        assert a.size_bytes == (export_dir / a.path).stat().st_size
+        assert {"torch", "onnx", "onnxruntime"} <= set(a.tools)
+        assert a.status == "ok" and a.parity.n == 10_000
+    io = manifest.io  # once for every artifact (schema version 1 repeated it in each row)
+    assert (io.input.name, io.input.dtype, io.input.shape) == ("images", "float32", (-1, 1, 28, 28))
+    assert io.output.shape == (-1, 10)
+    assert manifest.source.sha256 == sha256_file(trained_ckpt)
+    assert manifest.preprocessing.image_size == 28 and len(manifest.preprocessing.mean) == 1
+    assert manifest.model.name == "resnet18" and len(manifest.model.class_names) == 10
     assert not [p for p in export_dir.iterdir() if p.name.startswith(".")]  # no staging left
 
 
 def test_every_variant_meets_the_tolerance_table_on_the_real_test_set(export_dir):
     manifest = read_manifest(export_dir)
-    ref = manifest["source"]["test_accuracy"]
+    ref = manifest.source.test_accuracy
     assert ref > 0.9  # the quick preset's model
-    for a in manifest["artifacts"]:
-        tol, p = TOLERANCES[a["precision"]], a["parity"]
-        assert (ref - a["test_accuracy"]) * 100 <= tol.max_acc_drop_pt, a["path"]
+    for a in manifest.artifacts:
+        tol, p = TOLERANCES[a.precision], a.parity
+        assert (ref - a.test_accuracy) * 100 <= tol.max_acc_drop_pt, a.path
         if tol.max_rel is not None:
-            assert p["max_rel"] <= tol.max_rel, a["path"]
+            assert p.max_rel <= tol.max_rel, a.path
         if tol.min_top1 is not None:  # INT8: the product's bound, not a looser one for tests
-            assert p["top1_agreement"] >= tol.min_top1, a["path"]
+            assert p.top1_agreement >= tol.min_top1, a.path
 
 
 def test_cpu_int8_decision_is_taken_on_held_out_training_images(export_dir):
-    from export.parity import ParityStats
-    from export.pipeline import u8_variant_decision
+    from export.parity import ParityResult
+    from export.steps import u8_variant_decision
 
     manifest = read_manifest(export_dir)
-    d = manifest["decisions"]["int8_cpu_u8_variant"]
-    kept = any(a["target"] == "cpu" for a in manifest["artifacts"])
+    d = manifest.decisions["int8_cpu_u8_variant"]
+    kept = any(a.target == "cpu" for a in manifest.artifacts)
     assert d["kept"] == kept and (export_dir / "resnet18_int8_cpu.onnx").exists() == kept
     # Decided on the validation split the checkpoint records: never trained on, never the test set.
     assert d["split"] == "2000 images of the validation split the checkpoint records (never trained on)"
     assert "test" not in d["rule"]
 
     def stats(acc, agree):
-        return ParityStats(0, 0, 1, agree, acc, 0.9, 2000)
+        return ParityResult(0, 0, 1, agree, acc, 0.9, 2000)
 
     u8_row = {"ms": d["u8_ms_batch64"], "acc": d["u8_heldout_accuracy"], "agree": d["u8_heldout_top1_agreement"]}
     recomputed, _ = u8_variant_decision(d["s8_ms_batch64"], u8_row["ms"], stats(d["s8_heldout_accuracy"], 1.0),
@@ -66,11 +67,11 @@ def test_cpu_int8_decision_is_taken_on_held_out_training_images(export_dir):
 
 
 def test_u8_variant_rule():
-    from export.parity import ParityStats
-    from export.pipeline import u8_variant_decision
+    from export.parity import ParityResult
+    from export.steps import u8_variant_decision
 
     def s(acc, agree=0.995):
-        return ParityStats(0, 0, 1, agree, acc, 0.9, 2000)
+        return ParityResult(0, 0, 1, agree, acc, 0.9, 2000)
 
     assert u8_variant_decision(10.0, 9.4, s(0.9), s(0.9))[0]  # 6% faster
     assert not u8_variant_decision(10.0, 9.8, s(0.9), s(0.9))[0]  # 2% faster: noise
@@ -90,10 +91,10 @@ def test_calibration_and_held_out_splits_are_disjoint_training_images():
 
 def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
     manifest = read_manifest(export_dir)
-    if any(a["format"] == "tensorrt" for a in manifest["artifacts"]):
+    if any(a.format == "tensorrt" for a in manifest.artifacts):
         pytest.skip("TensorRT is present here; engines were built")
-    trt = next(s for s in manifest["skipped"] if s["format"] == "tensorrt")
-    assert trt["reason"].endswith(".")
+    trt = next(s for s in manifest.skipped if s.format == "tensorrt")
+    assert trt.reason.endswith(".")
 
 
 def test_tampered_artifact_is_detected(export_dir, tmp_path):
@@ -101,7 +102,7 @@ def test_tampered_artifact_is_detected(export_dir, tmp_path):
 
     copy = tmp_path / "a"
     shutil.copytree(export_dir, copy, ignore=shutil.ignore_patterns("triton"))
-    name = read_manifest(copy)["artifacts"][0]["path"]
+    name = read_manifest(copy).artifacts[0].path
     with open(copy / name, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ArtifactMismatch, match="does not match the sha256"):
@@ -186,7 +187,7 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
     shutil.copytree(export_dir, out, ignore=shutil.ignore_patterns("triton"))
     shutil.copytree(export_dir / "triton", repo)
     before = read_manifest(out)
-    assert "resnet18_int8.onnx" in {a["path"] for a in before["artifacts"]}
+    assert "resnet18_int8.onnx" in {a.path for a in before.artifacts}
     # The user's files beside ours, another model's artifacts and Triton folders, and someone else's model.
     for name in ("calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"):
         (out / name).write_bytes(b"not ours")
@@ -201,10 +202,10 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
     for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
     manifest = read_manifest(out)
-    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "fp16"]
+    assert [a.precision for a in manifest.artifacts] == ["fp32", "fp16"]
     # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [a["path"] for a in manifest["artifacts"]]
+        [a.path for a in manifest.artifacts]
         + ["golden.npz", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"])
     assert (out / "calib.npz").read_bytes() == b"not ours"
     assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_trt",
@@ -213,20 +214,24 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
 
 
 def test_export_gates_every_bound_of_the_table():
-    from export.parity import ParityStats
-    from export.pipeline import _artifact_entry
-    from train.model import ModelConfig
+    from export.source import artifact_row
+    from runtime.tolerances import compare
 
-    def row(precision, *, max_rel=0.0, agree=1.0, acc=0.9):
+    ref = np.eye(10, dtype=np.float32)[np.arange(1000) % 10] * 5
+    labels = np.arange(1000) % 10
+
+    def row(precision, *, max_rel=0.0, flip=0):
+        out = ref.copy()
+        out[0, 0] += max_rel * 5
+        out[1:1 + flip] = np.roll(out[1:1 + flip], 1, axis=1)  # top-1 moves to a wrong class on ``flip`` images
         path = Path(__file__)  # any existing file stands in for the artifact
-        return _artifact_entry(path, precision, ParityStats(0.0, max_rel, 1.0, agree, acc, 0.9, 10_000), 0, 0,
-                               ModelConfig())
+        return artifact_row(path, precision, compare(ref, out, precision, labels), 0, 0)
 
-    assert row("int8", agree=0.995)["status"] == "ok"
-    low = row("int8", agree=0.985)  # within 0.5 pt of accuracy, but it would fail the runtime's parity
-    assert low["status"] == "fail" and "top-1 agreement 98.50% < 99%" in low["failures"][0]
-    assert row("fp32", max_rel=2e-4)["failures"] == ["max relative error 2.00e-04 > 1e-04"]
-    assert "0.20 pt below" in row("fp16", acc=0.898)["failures"][0]
+    assert row("int8", flip=4).status == "ok"  # 99.6% agreement, 0.4 pt below: within both bounds
+    low = row("int8", flip=15)
+    assert low.status == "fail" and "top-1 agreement 98.50% < 99%" in low.failures[0]
+    assert row("fp32", max_rel=2e-4).failures == ("max relative error 2.00e-04 > 1e-04",)
+    assert any("0.20 pt below" in f for f in row("fp16", flip=2).failures)
 
 
 def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained_ckpt, tmp_path):
@@ -235,10 +240,9 @@ def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained
                "--calib-size", "128")
     assert res.returncode == 0, res.stderr
     manifest = read_manifest(out)
-    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32", "int8"]
-    assert manifest["evaluation"] == {"data": "the Fashion-MNIST test set", "test_images": 500, "limit": 500,
-                                      "precisions": ["fp32", "int8"]}
-    assert all(a["parity"]["n"] == 500 for a in manifest["artifacts"]) and manifest["golden"]["n"] == 500
+    assert [a.precision for a in manifest.artifacts] == ["fp32", "int8"]
+    assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 500, 500, ("fp32", "int8"))
+    assert all(a.parity.n == 500 for a in manifest.artifacts) and manifest.golden.n == 500
     assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_fp32.onnx",
                                                      "resnet18_int8.onnx"]
     for args, match in ((["--precision", "fp16,int8"], "always fp32"), (["--precision", "fp32,int4"], "int4"),

@@ -6,16 +6,16 @@ from onnx import numpy_helper
 from export.onnx import op_counts
 from export.quantize import to_int8
 from resnet_edge.errors import InvalidInput
-from runtime.manifest import read_manifest
+from runtime.contract import read_manifest
 
 
 def _art(export_dir, precision, target="any"):
     manifest = read_manifest(export_dir)
-    return next(a for a in manifest["artifacts"] if a["precision"] == precision and a["target"] == target)
+    return next(a for a in manifest.artifacts if a.precision == precision and a.target == target)
 
 
 def test_fp16_weights_with_fp32_io(export_dir):
-    proto = onnx.load(str(export_dir / _art(export_dir, "fp16")["path"]))
+    proto = onnx.load(str(export_dir / _art(export_dir, "fp16").path))
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
@@ -25,7 +25,7 @@ def test_fp16_weights_with_fp32_io(export_dir):
 
 
 def test_int8_is_qdq_per_channel_symmetric(export_dir):
-    proto = onnx.load(str(export_dir / _art(export_dir, "int8")["path"]))
+    proto = onnx.load(str(export_dir / _art(export_dir, "int8").path))
     ops = op_counts(proto)
     assert ops["QuantizeLinear"] >= 20 and ops["DequantizeLinear"] >= 40 and ops["Conv"] == 20
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
@@ -42,13 +42,13 @@ def test_int8_is_qdq_per_channel_symmetric(export_dir):
 
 
 def test_int8_metadata_names_calibration(export_dir):
-    proto = onnx.load(str(export_dir / _art(export_dir, "int8")["path"]))
+    proto = onnx.load(str(export_dir / _art(export_dir, "int8").path))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["precision"] == "int8" and meta["calibration"] == "percentile:256" and meta["activations"] == "s8"
 
 
 def test_calibration_set_too_small(export_dir, tmp_path):
-    src = export_dir / _art(export_dir, "fp32")["path"]
+    src = export_dir / _art(export_dir, "fp32").path
     with pytest.raises(InvalidInput, match="calibration set of 10 images is too small"):
         to_int8(src, tmp_path / "q.onnx", np.zeros((10, 1, 28, 28), np.float32))
     assert not (tmp_path / "q.onnx").exists()
@@ -69,7 +69,7 @@ def test_calibration_runs_in_fixed_batches_with_a_short_last_one(export_dir, tmp
 
     monkeypatch.setattr(ort.InferenceSession, "run", spy)
     x = np.random.default_rng(0).standard_normal((131, 1, 28, 28)).astype(np.float32)
-    src = export_dir / _art(export_dir, "fp32")["path"]
+    src = export_dir / _art(export_dir, "fp32").path
     for method in ("percentile", "minmax"):  # histogram and min-max calibrators alike
         seen.clear()
         to_int8(src, tmp_path / f"{method}.onnx", x, Int8Options(calibration=method))
@@ -82,11 +82,11 @@ def test_int8_weights_fit_in_7_bits_so_cpus_without_vnni_do_not_saturate(export_
     """x86 CPUs without VNNI sum pairs of uint8 x int8 products in 16 bits (VPMADDUBSW): 255 x 127 x 2 overflows,
     255 x 64 x 2 does not. Every INT8 file of the export (the s8 one and the CPU variant) keeps its weights in
     [-64, 64], and its row says so."""
-    rows = [a for a in read_manifest(export_dir)["artifacts"] if a["format"] == "onnx" and a["precision"] == "int8"]
+    rows = [a for a in read_manifest(export_dir).artifacts if a.format == "onnx" and a.precision == "int8"]
     assert rows
     for row in rows:
-        assert row["weight_bits"] == 7
-        graph = onnx.load(str(export_dir / row["path"])).graph
+        assert row.weight_bits == 7
+        graph = onnx.load(str(export_dir / row.path)).graph
         consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         weights = [consts[n.input[0]] for n in graph.node
                    if n.op_type == "DequantizeLinear" and consts.get(n.input[0]) is not None

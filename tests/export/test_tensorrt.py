@@ -9,7 +9,7 @@ import pytest
 from export import tensorrt
 from export.parity import ort_logits
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
-from runtime.manifest import read_manifest
+from runtime.contract import read_manifest
 from runtime.parity import TOLERANCES
 
 
@@ -21,8 +21,8 @@ def trt_ready():
 
 
 def _build(export_dir, tmp_path, precision, **kw):
-    art = next(a for a in read_manifest(export_dir)["artifacts"] if a["precision"] == precision and a["target"] == "any")
-    engine = tensorrt.build_engine(export_dir / art["path"], tmp_path / f"m_{precision}.engine", precision=precision,
+    art = next(a for a in read_manifest(export_dir).artifacts if a.precision == precision and a.target == "any")
+    engine = tensorrt.build_engine(export_dir / art.path, tmp_path / f"m_{precision}.engine", precision=precision,
                                    input_name="images", chw=(1, 28, 28), **kw)
     return art, engine
 
@@ -38,7 +38,7 @@ def test_engine_builds_runs_and_matches_onnx(trt_ready, export_dir, tmp_path, pr
     assert side["tf32"] is (precision != "fp32")
     assert (tmp_path / "cache").stat().st_size > 0
     x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
-    ref = ort_logits(export_dir / art["path"], x)
+    ref = ort_logits(export_dir / art.path, x)
     out = tensorrt.engine_logits(engine, x, 64)
     # fp32 is held to the fp32 bound of the one tolerance table: it holds only with TF32 cleared.
     tol = {"fp32": TOLERANCES["fp32"].max_rel, "fp16": TOLERANCES["fp16"].max_rel, "int8": 0.25}[precision]

@@ -127,16 +127,16 @@ def test_serve_without_torch(edge_env, arts):
 
 
 def test_golden_set_is_hashed_and_an_older_export_is_told_to_re_export(arts, tmp_path):
-    entry = arts.manifest["golden"]
+    entry = arts.manifest.golden
     images, labels, logits = arts.golden()
-    assert images.dtype == np.uint8 and images.shape == (entry["n"], 28, 28) == (1000, 28, 28)
+    assert images.dtype == np.uint8 and images.shape == (entry.n, 28, 28) == (1000, 28, 28)
     assert logits.shape == (1000, 10) and labels.shape == (1000,)
     copy = tmp_path / "arts"
     shutil.copytree(arts.root, copy)
-    with np.load(copy / entry["path"]) as z:
+    with np.load(copy / entry.path) as z:
         data = dict(z)
     data["logits"] = data["logits"] + 1.0  # tampered: the hash catches it
-    np.savez_compressed(copy / entry["path"], **data)
+    np.savez_compressed(copy / entry.path, **data)
     with pytest.raises(ArtifactMismatch, match="golden.npz does not match the sha256"):
         load_artifacts(copy)
     manifest = json.loads((copy / "manifest.json").read_text())

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from resnet_edge.errors import ArtifactMismatch
-from runtime.manifest import check_manifest, read_manifest
+from runtime.contract import SCHEMA_FILE, SCHEMA_VERSION, manifest_schema, parse_manifest, read_manifest
 
 
 def _broken(export_dir, tmp_path, edit):
@@ -27,6 +27,8 @@ def _broken(export_dir, tmp_path, edit):
     (lambda d: d["model"].update(num_classes="10"), "'model.num_classes' is str, not an integer"),
     (lambda d: d.pop("preprocessing"), "it lacks 'preprocessing'"),
     (lambda d: d["golden"].pop("path"), "it lacks 'golden.path'"),
+    (lambda d: d["artifacts"][1].update(precision="fp8"), "'artifacts[1].precision' is 'fp8', not one of 'fp32'"),
+    (lambda d: d["preprocessing"]["mean"].append("0.5"), "'preprocessing.mean[1]' is str, not a number"),
 ])
 def test_every_command_refuses_a_malformed_manifest_naming_the_field(export_dir, tmp_path, edit, named):
     out = _broken(export_dir, tmp_path, edit)
@@ -40,5 +42,51 @@ def test_every_command_refuses_a_malformed_manifest_naming_the_field(export_dir,
         assert named in res.stderr and "malformed" in res.stderr, (args, res.stderr[-2000:])
 
 
-def test_the_exported_manifest_is_well_formed(export_dir):
-    assert check_manifest(read_manifest(export_dir)) is None
+def test_the_exported_manifest_fits_the_published_schema(export_dir):
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert schema == manifest_schema(), "manifest.schema.json is stale: run 'python -m runtime.contract'"
+    jsonschema.Draft202012Validator.check_schema(schema)
+    doc = json.loads((export_dir / "manifest.json").read_text())
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    jsonschema.validate(doc, schema)
+    # The schema and the reader agree on what is malformed: a row without its hash fails both.
+    del doc["artifacts"][0]["sha256"]
+    with pytest.raises(jsonschema.ValidationError, match="sha256"):
+        jsonschema.validate(doc, schema)
+
+
+def test_written_and_read_back_the_manifest_is_the_same_value(export_dir):
+    manifest = read_manifest(export_dir)
+    assert parse_manifest(json.loads(manifest.to_json())) == manifest
+
+
+def test_a_version_1_manifest_is_read_and_upgraded(export_dir, tmp_path):
+    """Version 1 (before the typed contract) repeated the tensors in every row; an export made then still loads,
+    verifies and serves."""
+    from runtime.spec import load_artifacts
+
+    def to_v1(doc):
+        doc["schema_version"] = 1
+        for row in doc["artifacts"]:
+            row["inputs"] = [{"name": "images", "dtype": "float32", "shape": [-1, 1, 28, 28]}]
+            row["outputs"] = [{"name": "logits", "dtype": "float32", "shape": [-1, 10]}]
+            row["parity"].pop("failures")
+        doc.pop("skipped")
+        doc["fold"].pop("failures")
+
+    out = _broken(export_dir, tmp_path, to_v1)
+    v1, v2 = read_manifest(out), read_manifest(export_dir)
+    assert v1.artifacts == v2.artifacts and v1.io == v2.io and v1.skipped == ()
+    assert load_artifacts(out).spec == load_artifacts(export_dir).spec
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "parity", str(out), "--reference", "golden",
+                          "--backend", "onnxruntime", "--precision", "fp32"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("version", [0, 3, "2", None])
+def test_an_unknown_schema_version_is_one_sentence(export_dir, tmp_path, version):
+    out = _broken(export_dir, tmp_path, lambda d: d.update(schema_version=version))
+    with pytest.raises(ArtifactMismatch, match=f"has schema version {version}; this resnet-edge reads versions 1, 2"):
+        read_manifest(out)

@@ -5,8 +5,7 @@ import sys
 
 import numpy as np
 
-from runtime.parity import TOLERANCES, compare, run_parity
-from runtime.preprocess import load_test_inputs
+from runtime.parity import TOLERANCES, choose_reference, compare, run_parity
 from runtime.variants import parse_backends, plan
 
 
@@ -29,8 +28,9 @@ def test_compare_applies_the_precision_table():
 def test_every_available_cpu_backend_on_real_images(arts):
     variants, skipped = plan(arts, parse_backends("all"))
     assert {v.backend for v in variants} >= {"torch", "onnxruntime"}
-    x, labels = load_test_inputs(arts.spec)  # all 10,000: INT8 agreement on a small subset is noisy
-    report = run_parity(arts, variants, x, labels, checkpoint=arts.checkpoint, n_random=64)
+    ref = choose_reference(arts, use="checkpoint")  # all 10,000: INT8 agreement on a small subset is noisy
+    assert len(ref.x) == 10_000 and ref.checkpoint is not None
+    report = run_parity(arts, variants, ref, n_random=64)
     assert {r.precision for r in report.rows} >= {"fp32", "fp16", "int8"}
     for r in report.rows:  # every variant, INT8 included, against the product's own table
         assert r.passed, (r.variant, r.real.failures, r.random.failures)

@@ -394,7 +394,7 @@ def test_auto_backend_picks_the_fastest_variant_that_passed_parity(arts, monkeyp
         report = real_parity(arts_, variants, *args, **kwargs)
         for row in report.rows:
             if row.variant == "onnxruntime int8":  # pretend it failed parity here: it must not be chosen
-                row.real = parity_mod.ParityResult(1, 1, 0, 0, 0, 0, ("made to fail",))
+                row.real = parity_mod.ParityResult(1, 1, 0, 0, 0, 0, 1, ("made to fail",))
         return report
 
     def speed(backend, batch):  # what the timing would find: ORT int8 fastest, then ORT fp16, then the rest
@@ -447,7 +447,7 @@ def test_a_backend_that_cannot_load_is_logged_and_the_server_exits_non_zero(arts
     import shutil
 
     from resnet_edge.atomic import sha256_file
-    from runtime.manifest import MANIFEST
+    from runtime.contract import MANIFEST
 
     copy = tmp_path / "a"
     shutil.copytree(arts.root, copy, ignore=shutil.ignore_patterns("triton"))

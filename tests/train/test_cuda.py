@@ -37,11 +37,11 @@ def test_onnxruntime_cuda_provider_if_present(export_dir):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} here has no CUDA provider ({ort.get_available_providers()})")
-    from runtime.manifest import read_manifest
+    from runtime.contract import read_manifest
 
-    art = read_manifest(export_dir)["artifacts"][0]
-    sess = ort.InferenceSession(str(export_dir / art["path"]), providers=["CUDAExecutionProvider"])
+    art = read_manifest(export_dir).artifacts[0]
+    sess = ort.InferenceSession(str(export_dir / art.path), providers=["CUDAExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
-    cpu = ort.InferenceSession(str(export_dir / art["path"]), providers=["CPUExecutionProvider"])
+    cpu = ort.InferenceSession(str(export_dir / art.path), providers=["CPUExecutionProvider"])
     ref = cpu.run(None, {"images": x})[0]
     assert np.abs(sess.run(None, {"images": x})[0] - ref).max() <= TOLERANCES["fp32"].max_rel * np.abs(ref).max()

@@ -90,7 +90,7 @@ def _same_weights(a, b):
 
 @pytest.mark.parametrize("settings", ["amp-none", "quick-preset"])
 def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settings):
-    import train.engine as engine
+    import train.amp as amp
 
     cfg = TINY
     if settings == "quick-preset":  # the quick preset's own amp and memory format, as `make train` runs it
@@ -99,7 +99,7 @@ def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settin
         # The amp probe times real steps; make it answer bf16 once and fp32 after, so a resumed run
         # that probed again would switch precision half-way.
         answers = iter([True] + [False] * 10)
-        monkeypatch.setattr(engine, "_bf16_faster_on_cpu", lambda *a: next(answers))
+        monkeypatch.setattr(amp, "_bf16_faster_on_cpu", lambda *a: next(answers))
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, part, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)

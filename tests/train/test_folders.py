@@ -154,8 +154,8 @@ def test_training_on_a_small_rgb_folder_lowers_the_loss(rgb_ckpt):
 
 def test_init_keeps_the_body_replaces_a_different_head_and_refuses_other_channels(rgb_ckpt, rgb_folder, tmp_path):
     from train.checkpoint import load_model
-    from train.engine import _initialise
     from train.model import ModelConfig, build_model
+    from train.resume import initialise as _initialise
 
     _, ckpt, _ = rgb_ckpt
     source = load_model(ckpt)

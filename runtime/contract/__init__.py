@@ -1,0 +1,28 @@
+"""The typed contract between the stages: the manifest and its precision vocabulary, with one reader, one writer
+and a published JSON Schema (``manifest.schema.json``). Nothing else parses ``manifest.json``."""
+
+from runtime.contract.manifest import (
+    GOLDEN_FILE,
+    IO,
+    MANIFEST,
+    SCHEMA_FILE,
+    SCHEMA_VERSION,
+    ArtifactRow,
+    Evaluation,
+    Golden,
+    Manifest,
+    Model,
+    Precision,
+    Preprocessing,
+    Skipped,
+    Source,
+    Tensor,
+    manifest_schema,
+    parse_manifest,
+    read_manifest,
+    write_manifest,
+)
+
+__all__ = ["GOLDEN_FILE", "IO", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "ArtifactRow", "Evaluation", "Golden",
+           "Manifest", "Model", "Precision", "Preprocessing", "Skipped", "Source", "Tensor", "manifest_schema",
+           "parse_manifest", "read_manifest", "write_manifest"]

@@ -1,0 +1,264 @@
+"""``manifest.json``, typed: what export hands to the runtime, with its one reader and its one writer.
+
+Export builds a ``Manifest`` and writes it with ``write_manifest``; the runtime, the Triton repository and the
+parity and bench commands read it with ``read_manifest``, which checks every field against its type (a missing or
+mistyped one is one sentence naming it) and every artifact's sha256. ``manifest.schema.json`` beside this module
+is the published JSON Schema of version 2, generated from these classes (``python -m runtime.contract``); version-1
+manifests (resnet-edge 0.1 before the typed contract) are read and upgraded in memory.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from resnet_edge.atomic import atomic_write_text, sha256_file
+from resnet_edge.errors import ArtifactMismatch
+from resnet_edge.images import policy_text
+from runtime.contract.typed import Malformed, from_json, schema, to_json
+from runtime.tolerances import ParityResult
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MANIFEST = "manifest.json"
+GOLDEN_FILE = "golden.npz"  # real test images (uint8), labels and PyTorch FP32 logits: parity without torch
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+
+
+class Precision(str, enum.Enum):
+    """The precision vocabulary every stage uses: the tolerance table, the formats table and the CLI's choices."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+@dataclass(frozen=True)
+class Model:
+    """The network: its name (resnet18, ...), its shape and what its outputs mean."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    depth: int = 18
+    stem: str = "imagenet"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image into the input tensor: the source size and resize policy, then scale to [0, 1], resize
+    to ``image_size`` and normalise per channel, NCHW."""
+
+    image_size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "bilinear"
+    source_size: int = 28  # the size of the images the data is made of (Fashion-MNIST: 28)
+    source_resize: int | None = None  # the shorter side before the centre crop; None: stretch to the source size
+
+    def derived(self) -> dict[str, Any]:
+        """Written for people and generic clients; never read back (they follow from the fields)."""
+        return {"scale": 1 / 255, "layout": "NCHW", "policy": policy_text(self.source_size, self.source_resize),
+                "color": "RGB" if self.channels == 3 else "L"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A model input or output: name, dtype and shape (-1: the batch)."""
+
+    name: str
+    dtype: str = "float32"
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class IO:
+    """The one input and the one output every artifact of the model has."""
+
+    input: Tensor
+    output: Tensor
+
+
+@dataclass(frozen=True)
+class Source:
+    """The checkpoint the artifacts were exported from, and its accuracy as export measured it."""
+
+    checkpoint: str
+    sha256: str
+    test_accuracy: float
+    epoch: int = 0
+    train_reported_test_accuracy: float | None = None
+    data_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Golden:
+    """A saved reference run: real evaluation images (uint8, at the source size), their labels and the PyTorch
+    FP32 logits, so that a device without torch or the dataset can verify its artifacts."""
+
+    path: str
+    sha256: str
+    n: int = 0
+    images: str = ""
+    logits: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What export evaluated every artifact on."""
+
+    data: str = ""
+    test_images: int = 0
+    limit: int | None = None
+    precisions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A format export did not build here, and why."""
+
+    format: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    """One artifact: its file and hash, its format and precision (a row of ``runtime.formats.FORMATS``), the device
+    kind it was made for, and its parity with the PyTorch reference on the evaluation set."""
+
+    path: str
+    format: str
+    precision: Precision
+    sha256: str
+    test_accuracy: float
+    target: str = "any"  # any | cpu | cuda: the device kind a variant was made for
+    size_bytes: int = 0
+    parity: ParityResult | None = None
+    max_acc_drop_pt: float | None = None
+    status: str = "ok"  # ok | fail
+    failures: tuple[str, ...] = ()
+    build_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    sidecar: str | None = None  # a file the artifact needs beside it (an engine's or a package's metadata)
+    opset: int | None = None
+    activations: str | None = None  # INT8: s8 | u8
+    calibration: str | None = None
+    calibration_images: int | None = None
+    weight_bits: int | None = None
+    tools: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """The precision as users name it: fp32, int8, or int8-cpu for a variant made for one device kind."""
+        return self.precision.value + (f"-{self.target}" if self.target != "any" else "")
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.path,) + ((self.sidecar,) if self.sidecar else ())
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime may know about an export (schema version 2)."""
+
+    model: Model
+    preprocessing: Preprocessing
+    io: IO
+    source: Source
+    artifacts: tuple[ArtifactRow, ...]
+    schema_version: int = SCHEMA_VERSION
+    golden: Golden | None = None
+    fold: ParityResult | None = None
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    skipped: tuple[Skipped, ...] = ()
+    decisions: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> set[str]:
+        """Every file the manifest names (artifacts, sidecars, the golden set)."""
+        names = {n for art in self.artifacts for n in art.files}
+        return names | ({self.golden.path} if self.golden else set())
+
+    def to_json(self) -> str:
+        doc = to_json(replace(self, schema_version=SCHEMA_VERSION))
+        return json.dumps({"schema_version": doc.pop("schema_version"), **doc}, indent=2)
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of version 2, as checked in at ``runtime/contract/manifest.schema.json``."""
+    doc = schema(Manifest, title="resnet-edge manifest.json")
+    doc["properties"]["schema_version"] = {"const": SCHEMA_VERSION}
+    doc["required"] = sorted({*doc["required"], "schema_version"})
+    return doc
+
+
+def parse_manifest(doc: Any, where: str = MANIFEST) -> Manifest:
+    """A parsed ``manifest.json`` of any readable version as a ``Manifest``; ArtifactMismatch in one sentence if it
+    is malformed."""
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise ArtifactMismatch(f"{where} has schema version {version}; this resnet-edge reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}.")
+    try:
+        return from_json(Manifest, _upgrade_v1(doc) if version == 1 else doc)
+    except Malformed as exc:
+        raise ArtifactMismatch(f"{where} is malformed: {exc}; re-run the export.") from None
+
+
+def _upgrade_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 repeated the input and output tensors in every artifact row and had no fold failures; version 2
+    holds them once in ``io``. Everything else reads as it was."""
+    doc = dict(doc)
+    if isinstance(doc.get("artifacts"), list):
+        doc["artifacts"] = [{k: v for k, v in a.items() if k not in ("inputs", "outputs")} if isinstance(a, dict) else a
+                            for a in doc["artifacts"]]
+    doc["schema_version"] = SCHEMA_VERSION
+    return doc
+
+
+def read_manifest(out_dir: Path, *, verify: bool = True) -> Manifest:
+    """Load ``out_dir/manifest.json``; with ``verify``, check every file it names against its sha256."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise ArtifactMismatch(f"{path} does not exist; run 'resnet-edge export' (or 'make export') first.")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactMismatch(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactMismatch(f"{path} cannot be read ({exc}).") from None
+    manifest = parse_manifest(doc, str(path))
+    if verify:
+        for name, sha in _hashed(manifest):
+            file = Path(out_dir) / name
+            if not file.is_file():
+                raise ArtifactMismatch(f"{path} names {name}, which does not exist.")
+            if sha256_file(file) != sha:
+                raise ArtifactMismatch(f"{file} does not match the sha256 in {path}; re-run the export.")
+    return manifest
+
+
+def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
+    """Write atomically, after checking that every file it names exists with its hash."""
+    for name, sha in _hashed(manifest):
+        file = Path(out_dir) / name
+        if not file.is_file() or sha256_file(file) != sha:
+            raise ArtifactMismatch(f"Refusing to write a manifest naming {name}, which is missing or changed.")
+    return atomic_write_text(Path(out_dir) / MANIFEST, manifest.to_json())
+
+
+def _hashed(manifest: Manifest) -> list[tuple[str, str]]:
+    return [(a.path, a.sha256) for a in manifest.artifacts] + \
+        ([(manifest.golden.path, manifest.golden.sha256)] if manifest.golden else [])

@@ -1,0 +1,109 @@
+"""The formats table and the backends table: everything the toolkit knows about a model format, in one place.
+
+CLI validation, export planning (``export.plan``), ``runtime.variants`` (what parity and bench run), the Triton
+repository and the README's formats table read these rows. A new format is one ``Format`` row, one builder module
+under ``export/`` (named by ``builder``) and one backend module under ``runtime/backends/`` (a ``Backend`` row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resnet_edge.errors import InvalidInput
+from runtime.contract import Precision
+
+FP32, FP16, BF16, INT8 = Precision.FP32, Precision.FP16, Precision.BF16, Precision.INT8
+
+
+@dataclass(frozen=True)
+class Triton:
+    """How the format sits in a Triton model repository."""
+
+    platform: str  # config.pbtxt's platform
+    filename: str  # the model file in <name>/1/
+    tag: str  # the model name's last part: resnet18_fp32_onnx
+    kind: str = "KIND_AUTO"  # instance_group kind
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # as manifest rows name it
+    suffix: str
+    precisions: tuple[Precision, ...]  # the precisions export builds in this format
+    devices: tuple[str, ...]  # where its artifacts run
+    builder: str  # the export module that builds it
+    backends: tuple[str, ...]  # the runtime backends that run it, the preferred first
+    triton: Triton | None  # None: Triton does not load it
+    extra: str  # the pip extra its runtime needs ("" for the base install)
+    runtime_needs_torch: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str  # runtime.backends.<module>
+    cls: str
+    package: str  # the package it imports, checked before loading it
+    extra: str  # the pip extra that brings ``package``
+    needs_cuda: bool = False
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", ".onnx", (FP32, FP16, INT8), ("cpu", "cuda"), "export.onnx", ("onnxruntime", "openvino"),
+           Triton("onnxruntime_onnx", "model.onnx", "onnx"), "", False,
+           "ONNX (FP16 by conversion, INT8 as QDQ with a uint8 CPU variant where it pays)"),
+    Format("tensorrt", ".engine", (FP32, FP16, INT8), ("cuda",), "export.tensorrt", ("tensorrt",),
+           Triton("tensorrt_plan", "model.plan", "trt", "KIND_GPU"), "gpu", False,
+           "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist"),
+    Format("aoti", ".pt2", (FP16, BF16, FP32), ("cuda", "cpu"), "export.aoti", ("aoti",), None, "train", True,
+           "AOTInductor packages, on CUDA (a CPU one on request); Triton's PyTorch backend does not load them"),
+    Format("checkpoint", ".pt", (FP32, FP16, BF16), ("cpu", "cuda"), "train.checkpoint", ("torch",), None, "train", True,
+           "the training checkpoint itself: the PyTorch reference every artifact is held to"),
+)}
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "torch_backend", "TorchBackend", "torch", "train"),
+    Backend("onnxruntime", "onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime", ""),
+    Backend("openvino", "openvino_backend", "OpenVinoBackend", "openvino", "openvino"),
+    Backend("tensorrt", "tensorrt_backend", "TensorRTBackend", "tensorrt", "gpu", needs_cuda=True),
+    Backend("aoti", "aoti_backend", "AotiBackend", "torch", "train"),
+)}
+
+# The formats export writes as artifacts (the checkpoint is its input, not an artifact).
+EXPORTED = tuple(f for f in FORMATS if f != "checkpoint")
+# The precisions `resnet-edge export --precision` takes: those of the ONNX row, from which the others are made.
+EXPORT_PRECISIONS = tuple(p.value for p in FORMATS["onnx"].precisions)
+
+
+def install_hint(extra: str, package: str = "") -> str:
+    return f"pip install 'resnet-edge[{extra}]'" if extra else f"pip install {package or 'resnet-edge'}"
+
+
+def backends_for(fmt: str) -> tuple[str, ...]:
+    """The backends that run artifacts of ``fmt`` (none for a format this toolkit does not know)."""
+    row = FORMATS.get(fmt)
+    return row.backends if row else ()
+
+
+def parse_precisions(text: str, *, allowed: tuple[str, ...] = tuple(p.value for p in Precision)) -> tuple[str, ...]:
+    """'all' or a comma-separated list of precisions (a tag such as int8-cpu passes as its precision)."""
+    if text == "all":
+        return ()
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [n for n in names if n.split("-")[0] not in allowed]
+    if bad or not names:
+        raise InvalidInput(f"Unknown precision '{','.join(bad) or text}'; choose from {', '.join(allowed)} or all.")
+    return names
+
+
+def markdown_table() -> str:
+    """The README's formats table."""
+    lines = ["| format | file | precisions | runs on | runtime backend | Triton platform | install | torch at run time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for f in FORMATS.values():
+        extra = f"`resnet-edge[{f.extra}]`" if f.extra else "base install"
+        lines.append(f"| {f.name} | `{f.suffix}` | {', '.join(p.value for p in f.precisions)} | {', '.join(f.devices)} "
+                     f"| {', '.join(f.backends)} | {f.triton.platform if f.triton else '-'} | {extra} "
+                     f"| {'yes' if f.runtime_needs_torch else 'no'} |")
+    return "\n".join(lines)
