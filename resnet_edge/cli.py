@@ -7,6 +7,7 @@ import typer
 from export import cli as export_cli
 from runtime import cli as runtime_cli
 from runtime import predict_cli, serve_cli
+from runtime.lab import cli as lab_cli
 from train import cli as train_cli
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ export_cli.register(app)
 runtime_cli.register(app)
 predict_cli.register(app)
 serve_cli.register(app)
+lab_cli.register(app)
 
 
 def main() -> None:

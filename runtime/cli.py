@@ -1,4 +1,4 @@
-"""`resnet-edge parity` and `resnet-edge bench`."""
+"""`resnet-edge parity`, and the helpers every runtime command parses its options with."""
 
 from __future__ import annotations
 
@@ -60,8 +60,7 @@ def parity_cmd(
     """Compare every artifact on every available backend with the PyTorch FP32 reference."""
     from resnet_edge.atomic import atomic_write_text
     from runtime.formats import parse_precisions
-    from runtime.parity import choose_reference, run_parity
-    from runtime.report import parity_json, parity_table
+    from runtime.parity import choose_reference, parity_json, parity_table, run_parity
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan
 
@@ -89,84 +88,5 @@ def parity_cmd(
     console.print(f"[bold green]all {len(report.rows)} variants within tolerance[/]")
 
 
-def _peer_calibration(arts, data_dir):
-    """Training images for the INT8 peers to calibrate on; None (no INT8 peers) where the dataset is absent."""
-    from resnet_edge.errors import DataError
-    from runtime.preprocess import load_calibration_inputs
-
-    try:
-        return load_calibration_inputs(arts.spec, data_dir=data_dir)
-    except DataError as exc:
-        console.print(f"[yellow]no INT8 peers:[/] they calibrate on training images, and {escape(str(exc))}")
-        return None
-
-
-@cli_errors
-def bench_cmd(
-    artifacts_dir: Annotated[Path, typer.Argument(help="Directory with manifest.json.")] = Path("artifacts"),
-    backend: Annotated[str, Opt(help="Comma-separated backends, or all.")] = "all",
-    precision: Annotated[str, Opt(help="Comma-separated precisions (fp32,fp16,bf16,int8), or all.")] = "all",
-    batch: Annotated[str, Opt(help="Comma-separated batch sizes.")] = "1,8,64",
-    warmup: Annotated[str, Opt(help="Warm-up time per point.")] = "0.5s",
-    duration: Annotated[str, Opt(help="Measurement time per point.")] = "2s",
-    iterations: Annotated[Optional[int], Opt(help="Measure this many calls instead of a duration.")] = None,
-    peers: Annotated[bool, Opt("--peers", help="Add what users would run instead, per precision class: PyTorch eager, "
-                                                "default ONNX Runtime and OpenVINO (FP32); ONNX Runtime quantize_static "
-                                                "defaults and OpenVINO + NNCF (INT8).")] = False,
-    roofline: Annotated[bool, Opt("--roofline", help="Measure GEMM peaks and report achieved GFLOP/s against them.")] = False,
-    threads: Annotated[int, Opt(help="Threads per backend, peers included (0: each library's default).")] = 0,
-    rounds: Annotated[int, Opt(help="Interleaved rounds: every variant takes a turn in each.")] = 5,
-    accuracy_images: Annotated[int, Opt(help="Test images each variant classifies for its accuracy (0: skip).")] = 10_000,
-    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
-    compile_peer: Annotated[str, Opt(help="On CUDA, precisions of the torch.compile max-autotune peers (comma-separated, "
-                                          "or none): each compiles for minutes per batch size.")] = "fp16",
-    checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint for the torch backend.")] = None,
-    json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
-    csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
-    plot: Annotated[Optional[Path], Opt("--plot", help="Write latency/throughput vs batch as PNG.")] = None,
-    data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
-) -> None:
-    """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
-    from runtime.bench import BenchConfig, run_bench
-    from runtime.preprocess import eval_inputs
-    from runtime.report import bench_table, speedup_table, write_bench_csv, write_bench_json, write_bench_plot
-    from runtime.spec import load_artifacts
-    from runtime.variants import parse_backends, plan
-
-    if rounds < 1 or accuracy_images < 0 or threads < 0:
-        raise InvalidInput("--rounds must be at least 1; --accuracy-images and --threads must not be negative.")
-    compiled = () if compile_peer.strip() == "none" else tuple(p.strip() for p in compile_peer.split(",") if p.strip())
-    if not set(compiled) <= {"fp32", "fp16", "bf16"}:
-        raise InvalidInput(f"--compile-peer takes fp32, fp16, bf16 or none, not '{compile_peer}'.")
-    cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
-                      iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
-    arts = load_artifacts(artifacts_dir)
-    ckpt = checkpoint or arts.checkpoint
-    wanted = None if precision == "all" else {p.strip() for p in precision.split(",")}
-    with _progress() as bar:
-        task = bar.add_task("preparing")
-        int8_peers = peers and not device.startswith("cuda")  # on CUDA the peers are PyTorch's
-        calib = _peer_calibration(arts, data_dir) if int8_peers else None
-        if int8_peers:
-            bar.update(task, description="quantizing the INT8 peers")
-        variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, peers=peers,
-                                 precisions=wanted, threads=threads, peer_calibration=calib,
-                                 compile_precisions=compiled)
-        x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
-        result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
-                           progress=lambda d: bar.update(task, description=f"bench: {d}"))
-    result.skipped = skipped
-    console.print(bench_table(result))
-    sp = speedup_table(result)
-    if sp is not None:
-        console.print(sp)
-    for line in skipped:
-        console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
-    for path, writer in ((json_out, write_bench_json), (csv_out, write_bench_csv), (plot, write_bench_plot)):
-        if path:
-            console.print(f"wrote {writer(result, path)}")
-
-
 def register(app: typer.Typer) -> None:
     app.command("parity")(parity_cmd)
-    app.command("bench")(bench_cmd)

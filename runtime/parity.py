@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from resnet_edge.errors import InvalidInput
 from resnet_edge.images import to_input
@@ -159,3 +161,23 @@ def run_parity(arts: Artifacts, variants: list[Variant], ref: Reference, *, n_ra
                 if n_random else None
         report.rows.append(ParityRow(v.label, v.backend, v.precision, real, rand, time.perf_counter() - t0))
     return report
+
+
+def parity_table(report: ParityReport) -> Table:
+    t = Table(title=f"parity vs {report.reference}" + (f", {report.n_random} random inputs" if report.n_random else ""))
+    for col in ("variant", "max |Δ| real", "max rel real", "cos min", "top-1 agree", "test acc", "Δacc",
+                "max rel random", "result"):
+        t.add_column(col, justify="left" if col in ("variant", "result") else "right")
+    for r in report.rows:
+        d = r.real.delta_acc_pt
+        why = "; ".join(r.real.failures + (r.random.failures if r.random else ()))
+        t.add_row(r.variant, f"{r.real.max_abs:.2e}", f"{r.real.max_rel:.2e}", f"{r.real.cosine_min:.5f}",
+                  f"{r.real.top1_agreement:.2%}", f"{r.real.accuracy:.2%}", f"{d:+.2f} pt",
+                  f"{r.random.max_rel:.2e}" if r.random else "-", "[green]pass[/]" if r.passed else f"[red]FAIL[/] {why}")
+    return t
+
+
+def parity_json(report: ParityReport) -> str:
+    return json.dumps({"passed": report.passed, "reference": report.reference, "n_real": report.n_real,
+                       "n_random": report.n_random,
+                       "rows": [r.to_dict() for r in report.rows], "skipped": report.skipped}, indent=2)

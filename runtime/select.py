@@ -5,6 +5,7 @@ Used by ``resnet-edge serve``, ``resnet-edge predict`` and ``runtime.load``."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 import numpy as np
@@ -41,10 +42,24 @@ def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
     raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
 
 
+def time_calls(fn, *, warmup_s: float, duration_s: float, iterations: int | None) -> np.ndarray:
+    """Warm up by time (at least 3 calls), then time each call for a duration (at least 10) or a count."""
+    t_end = time.perf_counter() + warmup_s
+    n = 0
+    while n < 3 or time.perf_counter() < t_end:
+        fn()
+        n += 1
+    times = []
+    t_end = time.perf_counter() + duration_s
+    while (len(times) < iterations) if iterations else (len(times) < 10 or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
+
+
 def median_latency_s(backend, batch: np.ndarray) -> float:
     """Median wall time of one call on ``batch`` after a short warm-up."""
-    from runtime.bench import time_calls
-
     return float(np.median(time_calls(lambda: backend.infer(batch), warmup_s=0.1, duration_s=0.3, iterations=None)))
 
 

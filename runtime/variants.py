@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.backends.base import Backend
@@ -34,9 +32,6 @@ class Variant:
     def create(self, arts: Artifacts, max_batch: int = 64, buckets: tuple[int, ...] | None = None) -> Backend:
         return backends.create(self.backend, arts.spec, self.source, precision=self.precision,
                                max_batch=max_batch, buckets=buckets, **self.options)
-
-
-COMPILE_PEER_PRECISIONS = ("fp16",)  # torch.compile peers on CUDA; each costs minutes of compiling per batch size
 
 
 def _cpu_has_bf16() -> bool:
@@ -66,12 +61,11 @@ def parse_backends(text: str) -> list[str]:
 
 
 def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, device: str = "cpu",
-         peers: bool = False, precisions: set[str] | None = None, threads: int = 0,
-         peer_calibration: np.ndarray | None = None,
-         compile_precisions: tuple[str, ...] = COMPILE_PEER_PRECISIONS) -> tuple[list[Variant], list[str]]:
-    """Variants to run, and one line for each backend that cannot run here. With ``peers``, what users
-    would run instead, per precision class, with the same thread count (INT8 peers need
-    ``peer_calibration``: training images; on CUDA the peers are PyTorch's, see ``peer_variants``)."""
+         precisions: set[str] | None = None, threads: int = 0,
+         extra: tuple[list[Variant], list[str]] | None = None) -> tuple[list[Variant], list[str]]:
+    """Variants to run, and one line for each backend that cannot run here: every artifact on every backend the
+    formats table says runs it. ``extra`` (variants, skip lines) joins the plan under the same precision filter:
+    bench's peers (``runtime.lab.peers.peer_variants``)."""
     ckpt = checkpoint or arts.checkpoint
     variants: list[Variant] = []
     skipped = []
@@ -96,11 +90,9 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
                 variants += _artifact_variants(name, art, device, threads)
     if precisions:  # a precision (int8: every INT8 variant) or a tag (int8-cpu: that one)
         variants = [v for v in variants if v.precision in precisions or v.tag in precisions]
-    if peers:
-        peer_list, peer_skipped = peer_variants(arts, ckpt, threads=threads, calibration=peer_calibration,
-                                                device=device, compile_precisions=compile_precisions)
-        variants += [p for p in peer_list if not precisions or p.precision in precisions]
-        skipped += peer_skipped
+    if extra:
+        variants += [p for p in extra[0] if not precisions or p.precision in precisions]
+        skipped += extra[1]
     if not variants:
         if precisions and not skipped:
             raise InvalidInput(f"No variant here has precision {', '.join(sorted(precisions))}.")
@@ -125,63 +117,3 @@ def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> l
         return []  # a CUDA package on a CPU-only run
     options = {"threads": threads} if name == "aoti" else {}
     return [Variant(name, art.path, art.precision, f"{name} {art.tag}", options, **common)]
-
-
-def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0, calibration: np.ndarray | None = None,
-                  device: str = "cpu", compile_precisions: tuple[str, ...] = COMPILE_PEER_PRECISIONS,
-                  ) -> tuple[list[Variant], list[str]]:
-    """Default settings of what users would otherwise run: FP32 peers on the FP32 model, and, given
-    calibration images, INT8 peers quantized from the same FP32 ONNX by their own tools.
-
-    On CUDA the peers are what a PyTorch user runs on the GPU without TensorRT (ONNX Runtime's CUDA provider is not
-    part of this toolkit's GPU story): PyTorch eager fp32 on the unfolded checkpoint, and ``torch.compile`` with
-    ``mode="max-autotune"`` on the folded model in each of ``compile_precisions`` (static shapes, compiled per batch
-    size at load; its compile time is reported apart)."""
-    from runtime import peers as build
-
-    fp32 = arts.find("onnx", "fp32")
-    from runtime import reference
-
-    found, skipped = [], []
-    common = {"defaults": True, "threads": threads}
-    cuda = device.startswith("cuda")
-    if not ckpt.is_file() or not reference.available():
-        skipped.append("The PyTorch peers need the source checkpoint and PyTorch's training stack "
-                       f"({'no checkpoint ' + str(ckpt) if not ckpt.is_file() else reference.HINT}).")
-    else:
-        found.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
-                             {"folded": False, "channels_last": False, "threads": threads,
-                              "device": device if cuda else "cpu"}, peer=True))
-        for p in compile_precisions if cuda else ():
-            found.append(Variant("torch", ckpt, p, f"peer: torch.compile max-autotune {p}",
-                                 {"compile": "max-autotune", "device": device}, peer=True))
-    if cuda:
-        return found, skipped
-    if fp32 is None:
-        return found, skipped
-    found.append(Variant("onnxruntime", fp32.path, "fp32", "peer: ONNX Runtime defaults", common, fp32, peer=True))
-    have_openvino = backends.unavailable_reason("openvino") is None
-    if have_openvino:
-        found.append(Variant("openvino", fp32.path, "fp32", "peer: OpenVINO defaults", common, fp32, peer=True))
-    if calibration is None:
-        return found, skipped
-    import importlib.util
-
-    work = build.workdir()
-    if importlib.util.find_spec("onnx") is None:  # ONNX Runtime's quantizer is written on the onnx package
-        skipped.append("The ONNX Runtime INT8 peer needs the 'onnx' package (pip install onnx).")
-    else:
-        ort_q = build.ort_default_int8(fp32.path, calibration, work / "ort_default_int8.onnx")
-        found.append(Variant("onnxruntime", ort_q, "int8", "peer: ONNX Runtime quantize_static defaults", common,
-                             peer=True))
-    reason = build.nncf_unavailable()
-    if reason:
-        skipped.append(reason)
-    else:
-        ov_q = build.nncf_int8(fp32.path, calibration, work / "nncf_int8.xml")
-        found.append(Variant("openvino", ov_q, "int8", "peer: OpenVINO + NNCF INT8", common, peer=True))
-        # The same model compiled as our OpenVINO variants are (a static shape per batch bucket, the LATENCY
-        # hint): what a user who tunes OpenVINO runs, so that the INT8 ratio is reported both ways.
-        found.append(Variant("openvino", ov_q, "int8", "peer: OpenVINO + NNCF INT8, tuned as ours",
-                             {"threads": threads}, peer=True))
-    return found, skipped

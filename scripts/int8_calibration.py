@@ -18,7 +18,7 @@ from export import quantize
 from export.parity import parity
 from export.pipeline import ExportConfig
 from resnet_edge.fmnist import training_split
-from runtime import peers
+from runtime.lab import peers
 from train.checkpoint import load_model
 from train.data import load_fashion_mnist, to_input
 

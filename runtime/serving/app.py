@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -17,9 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from resnet_edge import __version__
 from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.batcher import DynamicBatcher
+from runtime.serving.dataplane import VERSION, DataPlane
 from runtime.serving.errors import (
     BodyTimeout,
     ClientGone,
@@ -27,8 +26,6 @@ from runtime.serving.errors import (
     NotReady,
     Overloaded,
     PayloadTooLarge,
-    ShuttingDown,
-    Unauthorized,
     status_of,
 )
 from runtime.serving.metrics import Metrics
@@ -37,7 +34,6 @@ from runtime.serving.watchdog import Watchdog
 from runtime.spec import ModelSpec
 
 log = logging.getLogger("resnet_edge.serve")
-VERSION = "1"
 # Request bodies up to this size are parsed on the event loop (tens of microseconds); larger ones, and
 # every image decode, go to a small pool of their own, so that no request stalls the others or the health
 # checks, and none waits behind a running inference (which has the default executor).
@@ -70,26 +66,28 @@ class ServerState:
     buckets: tuple[int, ...] = ()  # the batch sizes a static-shape backend runs; batches are padded to them
     on_fatal: Callable[[], None] | None = None
     watchdog: Watchdog = field(default_factory=Watchdog)  # body deadlines and disconnect watches, one timer
+    plane: DataPlane = field(init=False, repr=False)  # what HTTP and gRPC both serve (runtime.serving.dataplane)
+
+    def __post_init__(self) -> None:
+        self.plane = DataPlane(self)
 
 
 Handler = Callable[[Request, ServerState], Awaitable[Response]]
 
 
 def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callable[[Handler], Callable]:
-    """Wrap a handler: auth, drain check, errors -> JSON with the mapped status, metrics, one log line."""
+    """Wrap a handler: the data plane's auth and accounting, errors -> JSON with the mapped status, one log line."""
 
     def wrap(fn: Handler):
         async def handler(request: Request) -> Response:
             state: ServerState = request.app.state.server
+            plane = state.plane
             t0 = time.perf_counter()
-            if counted:
-                state.inflight += 1
             try:
-                if not public:
-                    _authorize(request, state)
-                if state.draining and counted:
-                    raise ShuttingDown("The server is shutting down and accepts no new requests.")
-                response = await fn(request, state)
+                async with plane.call(counted=counted):
+                    if not public:
+                        plane.authorize(request.headers.get("authorization"))
+                    response = await fn(request, state)
             except ToolkitError as exc:
                 response = JSONResponse({"error": str(exc)}, status_code=status_of(exc))
                 if response.status_code == 503:
@@ -99,11 +97,7 @@ def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callab
             except Exception:  # a bug, not bad input: logged with its traceback, answered in one sentence
                 log.exception(json.dumps({"event": "error", "endpoint": name, "path": request.url.path}))
                 response = JSONResponse({"error": "Internal server error; see the server log."}, status_code=500)
-            finally:
-                if counted:
-                    state.inflight -= 1
-            seconds = time.perf_counter() - t0
-            state.metrics.request(name, response.status_code, seconds)
+            seconds = plane.record(name, response.status_code, t0)
             failed = response.status_code >= 400 and name not in ("ready", "model_ready")
             level = logging.WARNING if failed else logging.DEBUG
             if log.isEnabledFor(level):
@@ -117,17 +111,6 @@ def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callab
         return handler
 
     return wrap
-
-
-def _authorize(request: Request, state: ServerState) -> None:
-    if state.api_key is None:
-        return
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not token:
-        raise Unauthorized("This server needs 'Authorization: Bearer <api key>'.")
-    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
-        raise Unauthorized("The bearer token is wrong.")
 
 
 async def _body(request: Request, state: ServerState) -> bytes:
@@ -184,7 +167,7 @@ async def submit(request: Request, state: ServerState, batch) -> object:
     starts once the request has waited a tick of the server's watchdog (``runtime.serving.watchdog``)."""
     with state.watchdog.watch(lambda: _until_disconnected(request.receive)) as gone:
         try:
-            return await state.batcher.submit(batch, state.request_timeout_s)
+            return await state.plane.infer(batch)
         except asyncio.CancelledError:
             if gone():
                 raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
@@ -192,12 +175,7 @@ async def submit(request: Request, state: ServerState, batch) -> object:
 
 
 def _model(request: Request, state: ServerState) -> None:
-    name = request.path_params["model"]
-    version = request.path_params.get("version")
-    if name != state.model_name:
-        raise NotFound(f"Unknown model '{name}'; this server serves '{state.model_name}'.")
-    if version is not None and version != VERSION:
-        raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
+    state.plane.model(request.path_params["model"], request.path_params.get("version"))
 
 
 LIVE, READY = "/v2/health/live", "/v2/health/ready"
@@ -209,7 +187,7 @@ def probe(state: ServerState, path: str) -> tuple[str, int, bytes] | None:
     if path == LIVE:
         return "live", 200, b'{"live":true}'
     if path == READY:
-        ok = state.ready and not state.draining
+        ok = state.plane.ready
         return "ready", 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}'
     return None
 
@@ -226,50 +204,32 @@ ready = endpoint("ready", public=True, counted=False)(_health)
 
 @endpoint("server_metadata", counted=False)
 async def server_metadata(request: Request, state: ServerState) -> Response:
-    return JSONResponse({"name": "resnet-edge", "version": __version__,
-                         "extensions": ["binary_tensor_data", "classification"]})
+    return JSONResponse(state.plane.server_metadata())
 
 
 @endpoint("model_metadata", counted=False)
 async def model_metadata(request: Request, state: ServerState) -> Response:
     _model(request, state)
-    s = state.spec
-    return JSONResponse({
-        "name": state.model_name, "versions": [VERSION], "platform": state.platform,
-        "inputs": [{"name": s.input_name, "datatype": "FP32", "shape": [-1, *s.chw]}],
-        "outputs": [{"name": s.output_name, "datatype": "FP32", "shape": [-1, s.num_classes]}],
-        "parameters": {"max_batch_size": state.max_batch_size, "batch_buckets": list(state.buckets),
-                       "preprocessing": preprocessing(s)},
-    })
-
-
-def preprocessing(spec: ModelSpec) -> dict:
-    """What a client must do to an image before sending it as the input tensor: the manifest's preprocessing, in
-    model metadata's ``parameters`` (as Triton's model config carries parameters), so that a generic client
-    (``resnet-edge loadtest``) can feed any model."""
-    return {"channels": spec.channels, "image_size": spec.image_size, "mean": list(spec.mean), "std": list(spec.std),
-            "scale": 1 / 255, "layout": "NCHW", "resize": spec.resize, "source_size": spec.source_size,
-            "source_resize": spec.source_resize, "color": "RGB" if spec.channels == 3 else "L"}
+    return JSONResponse(state.plane.model_metadata())
 
 
 @endpoint("repository_index", counted=False)
 async def repository_index(request: Request, state: ServerState) -> Response:
     """Triton's repository extension (POST /v2/repository/index): the one model this server serves."""
-    return JSONResponse([{"name": state.model_name, "version": VERSION,
-                          "state": "READY" if state.ready and not state.draining else "UNAVAILABLE"}])
+    return JSONResponse(state.plane.repository_index())
 
 
 @endpoint("model_ready", counted=False)
 async def model_ready(request: Request, state: ServerState) -> Response:
     _model(request, state)
-    ok = state.ready and not state.draining
+    ok = state.plane.ready
     return JSONResponse({"name": state.model_name, "ready": ok}, status_code=200 if ok else 503)
 
 
 @endpoint("infer")
 async def infer(request: Request, state: ServerState) -> Response:
     _model(request, state)
-    if not state.ready:
+    if not state.ready:  # before reading the body
         raise NotReady("The model is still loading; retry shortly.")
     body = await _body(request, state)
     args = (body, request.headers.get(HEADER), state.spec, state.max_batch_size)

@@ -9,7 +9,6 @@ the classification extension included.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import struct
 import time
@@ -20,10 +19,10 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from resnet_edge import __version__
 from resnet_edge.errors import InvalidInput, ToolkitError
-from runtime.serving.app import VERSION, ServerState
-from runtime.serving.errors import NotFound, NotReady, ShuttingDown, Unauthorized, status_of
+from runtime.serving.app import ServerState
+from runtime.serving.dataplane import VERSION
+from runtime.serving.errors import NotReady, status_of
 from runtime.serving.protocol import InferRequest, check_finite, check_input, classify_strings, requested_output
 
 log = logging.getLogger("resnet_edge.serve")
@@ -89,16 +88,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.state = state
 
     async def _call(self, name: str, context, fn: Callable[[], Awaitable], *, public: bool = False, counted=False):
-        state, t0 = self.state, time.perf_counter()
+        plane, t0 = self.state.plane, time.perf_counter()
         code = "OK"
-        if counted:
-            state.inflight += 1
         try:
-            if not public:
-                self._authorize(context)
-            if counted and state.draining:
-                raise ShuttingDown("The server is shutting down and accepts no new requests.")
-            return await fn()
+            async with plane.call(counted=counted):
+                if not public:
+                    plane.authorize(dict(context.invocation_metadata()).get("authorization"),
+                                    "'authorization: Bearer <api key>' metadata")
+                return await fn()
         except ToolkitError as exc:
             grpc_code = CODES.get(status_of(exc), grpc.StatusCode.INTERNAL)
             code = grpc_code.name
@@ -113,29 +110,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             code = "INTERNAL"
             await context.abort(grpc.StatusCode.INTERNAL, "Internal server error; see the server log.")
         finally:
-            if counted:
-                state.inflight -= 1
-            state.metrics.request(f"grpc_{name}", code, time.perf_counter() - t0)
-
-    def _authorize(self, context) -> None:
-        key = self.state.api_key
-        if key is None:
-            return
-        header = dict(context.invocation_metadata()).get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not token:
-            raise Unauthorized("This server needs 'authorization: Bearer <api key>' metadata.")
-        if not hmac.compare_digest(token.encode(), key.encode()):
-            raise Unauthorized("The bearer token is wrong.")
-
-    def _model(self, name: str, version: str) -> None:
-        if name != self.state.model_name:
-            raise NotFound(f"Unknown model '{name}'; this server serves '{self.state.model_name}'.")
-        if version not in ("", VERSION):
-            raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
-
-    def _ready(self) -> bool:
-        return self.state.ready and not self.state.draining
+            plane.record(f"grpc_{name}", code, t0)
 
     # -- GRPCInferenceService ---------------------------------------------------------------------
     async def ServerLive(self, request, context):  # noqa: N802 - the protocol's method names
@@ -145,40 +120,38 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request, context):  # noqa: N802
         async def run():
-            return pb.ServerReadyResponse(ready=self._ready())
+            return pb.ServerReadyResponse(ready=self.state.plane.ready)
         return await self._call("ready", context, run, public=True)
 
     async def ModelReady(self, request, context):  # noqa: N802
         async def run():
-            self._model(request.name, request.version)
-            return pb.ModelReadyResponse(ready=self._ready())
+            self.state.plane.model(request.name, request.version)
+            return pb.ModelReadyResponse(ready=self.state.plane.ready)
         return await self._call("model_ready", context, run)
 
     async def ServerMetadata(self, request, context):  # noqa: N802
         async def run():
-            return pb.ServerMetadataResponse(name="resnet-edge", version=__version__,
-                                             extensions=["binary_tensor_data", "classification"])
+            return pb.ServerMetadataResponse(**self.state.plane.server_metadata())
         return await self._call("server_metadata", context, run)
 
     async def ModelMetadata(self, request, context):  # noqa: N802
         async def run():
-            self._model(request.name, request.version)
-            s = self.state.spec
+            self.state.plane.model(request.name, request.version)
+            meta = self.state.plane.model_metadata()
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
-                name=self.state.model_name, versions=[VERSION], platform=self.state.platform,
-                inputs=[tensor(name=s.input_name, datatype="FP32", shape=[-1, *s.chw])],
-                outputs=[tensor(name=s.output_name, datatype="FP32", shape=[-1, s.num_classes])])
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                inputs=[tensor(**t) for t in meta["inputs"]], outputs=[tensor(**t) for t in meta["outputs"]])
         return await self._call("model_metadata", context, run)
 
     async def ModelInfer(self, request, context):  # noqa: N802
         async def run():
             state = self.state
-            self._model(request.model_name, request.model_version)
-            if not state.ready:
+            state.plane.model(request.model_name, request.model_version)
+            if not state.ready:  # before parsing the tensor
                 raise NotReady("The model is still loading; retry shortly.")
             req = parse_grpc_infer(request, state.spec, state.max_batch_size)
-            logits = await state.batcher.submit(req.batch, state.request_timeout_s)
+            logits = await state.plane.infer(req.batch)
             return build_grpc_response(req, logits, state.model_name, state.spec.class_names)
         return await self._call("infer", context, run, counted=True)
 

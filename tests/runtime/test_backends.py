@@ -122,7 +122,7 @@ def test_torch_fp16_on_cpu_is_refused(arts):
 
 
 def test_import_runtime_pulls_in_no_heavy_optional_package():
-    code = ("import sys, runtime, runtime.backends, runtime.cli, runtime.serve_cli, runtime.bench, runtime.parity, "
+    code = ("import sys, runtime, runtime.backends, runtime.cli, runtime.serve_cli, runtime.lab.bench, runtime.parity, "
             "resnet_edge.cli; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'openvino', 'nncf', 'tensorrt', "
             "'starlette', 'uvicorn', 'grpc', 'matplotlib') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

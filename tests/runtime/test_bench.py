@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.bench import (
-    BenchConfig,
-    BenchResult,
-    Flops,
-    LatencyStats,
-    conv_flops,
-    gemm_peak_gflops,
-    model_flops,
-    run_bench,
-    time_calls,
-)
+from runtime.lab.bench import BenchConfig, BenchResult, LatencyStats, run_bench
+from runtime.lab.roofline import Flops, conv_flops, gemm_peak_gflops, model_flops
+from runtime.select import time_calls
 from runtime.variants import Variant
 
 
@@ -53,7 +45,7 @@ def test_time_calls_by_count_and_by_duration():
 
 
 def test_variants_take_turns_and_p50_is_the_median_of_round_medians(arts, monkeypatch):
-    import runtime.bench as bench
+    import runtime.lab.bench as bench
 
     fp32 = arts.find("onnx", "fp32")
     ours = Variant("onnxruntime", fp32.path, "fp32", "ours", {"providers": ("CPUExecutionProvider",)}, fp32)
@@ -105,7 +97,7 @@ def test_each_peer_meets_the_one_variant_fixed_before_timing_with_the_spread_of_
     variant fixed before timing is used even where another of ours measured faster."""
     from dataclasses import replace
 
-    from runtime.bench import fix_ours
+    from runtime.lab.bench import fix_ours
 
     result = BenchResult({}, BenchConfig(batches=(1,)), 28, Flops(1.0, 1.0))
     a, b = _row("ours ort int8", "int8", 0.105), _row("ours ov int8", "int8", 0.095)
@@ -145,9 +137,13 @@ def test_gpu_peers_meet_our_gpu_rows_in_their_class_and_our_fastest_of_any_preci
 
 
 def test_cuda_peers_are_pytorch_eager_on_the_gpu_and_torch_compile(arts):
+    from runtime.lab.peers import peer_variants
     from runtime.variants import plan
 
-    variants, _ = plan(arts, ["torch"], device="cuda", peers=True, compile_precisions=("fp16", "fp32"))
+    def with_peers(device, **kw):
+        return plan(arts, ["torch"], device=device, extra=peer_variants(arts, arts.checkpoint, device=device, **kw))
+
+    variants, _ = with_peers("cuda", compile_precisions=("fp16", "fp32"))
     peers = {v.label: v for v in variants if v.peer}
     assert set(peers) == {"peer: PyTorch eager (unfolded)", "peer: torch.compile max-autotune fp16",
                           "peer: torch.compile max-autotune fp32"}  # no CPU library competes with a GPU
@@ -155,13 +151,13 @@ def test_cuda_peers_are_pytorch_eager_on_the_gpu_and_torch_compile(arts):
     assert eager.options["device"] == "cuda" and eager.options["folded"] is False and eager.precision == "fp32"
     compiled = peers["peer: torch.compile max-autotune fp16"]
     assert compiled.options == {"compile": "max-autotune", "device": "cuda"} and compiled.precision == "fp16"
-    cpu, _ = plan(arts, ["torch"], device="cpu", peers=True)
+    cpu, _ = with_peers("cpu")
     assert not any("compile" in v.label for v in cpu)
     assert next(v for v in cpu if v.label == "peer: PyTorch eager (unfolded)").options["device"] == "cpu"
 
 
 def test_statistics_on_known_samples(arts):
-    from runtime.bench import summarize
+    from runtime.lab.bench import summarize
 
     times = np.arange(1, 101) / 1000.0  # 1 ms .. 100 ms
     fp32 = arts.find("onnx", "fp32")
@@ -176,7 +172,7 @@ def test_statistics_on_known_samples(arts):
 
 
 def test_gemm_peak_names_its_library_and_tries_the_widest_kernels():
-    from runtime.bench import _gemm_candidates
+    from runtime.lab.roofline import _gemm_candidates
 
     names = [name for name, _ in _gemm_candidates("fp32", 64, torch.device("cpu"))]
     assert "onnxruntime MLAS" in names and "torch.mm" in names and "numpy" in names

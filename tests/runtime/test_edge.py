@@ -61,7 +61,7 @@ def test_the_training_stack_is_really_hidden(edge_env):
     for module in ("torch", "onnx", "matplotlib"):
         res = _run(edge_env, "-c", f"import {module}")
         assert res.returncode != 0 and "ModuleNotFoundError" in res.stderr
-    res = _run(edge_env, "-c", "import importlib.util, runtime, runtime.predict, runtime.parity, runtime.bench, "
+    res = _run(edge_env, "-c", "import importlib.util, runtime, runtime.predict, runtime.parity, runtime.lab.bench, "
                                "runtime.serving.server; print(importlib.util.find_spec('torch'))")
     assert res.returncode == 0 and res.stdout.strip() == "None", res.stderr
 

@@ -1,4 +1,4 @@
-"""Views of parity and bench results: rich tables, JSON, CSV and PNG plots."""
+"""Views of bench results: rich tables, JSON, CSV and PNG plots (parity's table and JSON are in ``runtime.parity``)."""
 
 from __future__ import annotations
 
@@ -14,28 +14,7 @@ from rich.table import Table
 
 from resnet_edge.atomic import atomic_path, atomic_write_text
 from resnet_edge.errors import MissingDependency
-from runtime.bench import BenchResult
-from runtime.parity import ParityReport
-
-
-def parity_table(report: ParityReport) -> Table:
-    t = Table(title=f"parity vs {report.reference}" + (f", {report.n_random} random inputs" if report.n_random else ""))
-    for col in ("variant", "max |Δ| real", "max rel real", "cos min", "top-1 agree", "test acc", "Δacc",
-                "max rel random", "result"):
-        t.add_column(col, justify="left" if col in ("variant", "result") else "right")
-    for r in report.rows:
-        d = r.real.delta_acc_pt
-        why = "; ".join(r.real.failures + (r.random.failures if r.random else ()))
-        t.add_row(r.variant, f"{r.real.max_abs:.2e}", f"{r.real.max_rel:.2e}", f"{r.real.cosine_min:.5f}",
-                  f"{r.real.top1_agreement:.2%}", f"{r.real.accuracy:.2%}", f"{d:+.2f} pt",
-                  f"{r.random.max_rel:.2e}" if r.random else "-", "[green]pass[/]" if r.passed else f"[red]FAIL[/] {why}")
-    return t
-
-
-def parity_json(report: ParityReport) -> str:
-    return json.dumps({"passed": report.passed, "reference": report.reference, "n_real": report.n_real,
-                       "n_random": report.n_random,
-                       "rows": [r.to_dict() for r in report.rows], "skipped": report.skipped}, indent=2)
+from runtime.lab.bench import BenchResult
 
 
 def header(result: BenchResult) -> str:
