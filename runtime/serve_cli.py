@@ -38,6 +38,11 @@ def serve_cmd(
     api_key: Annotated[Optional[str], Opt(help="Require 'Authorization: Bearer KEY' (or set RESNET_EDGE_API_KEY).")] = None,
     threads: Annotated[int, Opt(help="Backend threads (0: library default).")] = 0,
     log_level: Annotated[str, Opt(help="debug logs one JSON line per request; errors are always logged.")] = "info",
+    probe_lane: Annotated[bool, Opt("--probe-lane/--no-probe-lane",
+                                    help="Answer GET /v2/health/* in the HTTP protocol, ahead of queued requests "
+                                         "(--no-probe-lane: through the app, as any route).")] = True,
+    deliver_slice: Annotated[int, Opt(help="Requests answered per event-loop turn when a batch finishes (a tuning "
+                                           "knob for A/B runs).", hidden=True)] = 8,
 ) -> None:
     """Serve the artifacts over the KServe v2 / Triton HTTP protocol, with dynamic batching."""
     try:
@@ -58,7 +63,7 @@ def serve_cmd(
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, max_queue=max_queue,
         request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, body_timeout_s=_seconds(body_timeout),
         max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key, threads=threads,
-        log_level=log_level)))
+        log_level=log_level, probe_lane=probe_lane, deliver_slice=deliver_slice)))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,10 +3,10 @@
 Usage: python scripts/serve_ab.py ARTIFACTS [--variants current,no-probe-lane,no-slices] [--protocols json,binary]
                                   [--clients 64] [--duration 10s] [--rounds 2] [--out reports/serve_ab.json]
 
-Each variant is `resnet-edge serve ARTIFACTS --backend auto` started fresh, with one switch turned off inside
-the server process before it starts:
-- no-probe-lane: health probes go through the ASGI app (uvicorn's own httptools protocol), as before;
-- no-slices: the batcher answers a finished batch all at once instead of 8 requests per event-loop turn.
+Each variant is `resnet-edge serve ARTIFACTS --backend auto` started fresh, with one of its options turned off:
+- no-probe-lane: `--no-probe-lane`, health probes go through the ASGI app (uvicorn's own httptools protocol);
+- no-slices: `--deliver-slice 1000000`, the batcher answers a finished batch all at once instead of 8 requests per
+  event-loop turn.
 Every round runs every variant, in alternating order (this host drifts by up to 30% over minutes), under
 `resnet-edge loadtest` at --clients with GET /v2/health/ready every 20 ms from a process of its own.
 """
@@ -24,17 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_peers import free_port, loadtest, stop, wait_ready  # noqa: E402
 
-UNDO = {
-    "current": "",
-    "no-probe-lane": "import runtime.serving.server as s; s.http_protocol = lambda state: 'httptools'",
-    "no-slices": "import runtime.serving.batcher as b; b.DELIVER_SLICE = 1 << 30",
-}
+UNDO = {"current": [], "no-probe-lane": ["--no-probe-lane"], "no-slices": ["--deliver-slice", "1000000"]}
 
 
 def start(artifacts: str, variant: str, http: int, grpc: int) -> subprocess.Popen:
-    code = f"{UNDO[variant]}\nfrom resnet_edge.cli import main\nimport sys\nsys.argv[0] = 'resnet-edge'\nmain()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", artifacts, "--backend", "auto", "--port", str(http),
-                             "--grpc-port", str(grpc), "--log-level", "warning"])
+    proc = subprocess.Popen([sys.executable, "-m", "resnet_edge", "serve", artifacts, "--backend", "auto", "--port",
+                             str(http), "--grpc-port", str(grpc), "--log-level", "warning", *UNDO[variant]])
     wait_ready(proc, http, f"server ({variant})")
     return proc
 

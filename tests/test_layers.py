@@ -1,8 +1,9 @@
 """The import-linter contract that keeps the benchmark lab out of the deployed core lists the core's modules by name;
 this keeps the list whole, so that a new runtime module cannot slip past it."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

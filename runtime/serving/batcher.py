@@ -47,8 +47,10 @@ class BatchStats:
 class DynamicBatcher:
     def __init__(self, infer: Callable[[np.ndarray], np.ndarray], *, max_batch_size: int = 64,
                  max_queue_delay_us: int = 500, max_queue: int = 1024,
-                 on_batch: Callable[[BatchStats, list[float]], None] | None = None) -> None:
+                 on_batch: Callable[[BatchStats, list[float]], None] | None = None,
+                 deliver_slice: int = DELIVER_SLICE) -> None:
         self._infer, self.max_batch_size = infer, max_batch_size
+        self.deliver_slice = max(1, deliver_slice)
         self.max_delay = max_queue_delay_us / 1e6
         self.max_queue = max_queue
         self.on_batch = on_batch
@@ -137,11 +139,11 @@ class DynamicBatcher:
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
-        offset = 0 if out is None else self._answer(live[:DELIVER_SLICE], out)  # the first slice: now
-        if out is None or len(live) <= DELIVER_SLICE:
+        offset = 0 if out is None else self._answer(live[:self.deliver_slice], out)  # the first slice: now
+        if out is None or len(live) <= self.deliver_slice:
             self._done(group)
         else:  # the rest in slices, one per turn of the loop, while the next batch is formed and run
-            task = loop.create_task(self._deliver(live[DELIVER_SLICE:], out, offset, group))
+            task = loop.create_task(self._deliver(live[self.deliver_slice:], out, offset, group))
             self._delivering.add(task)
             task.add_done_callback(self._delivering.discard)
         if self.on_batch and live:
@@ -152,16 +154,16 @@ class DynamicBatcher:
                 log.exception("the on_batch callback failed; batching goes on")
 
     async def _deliver(self, rest: list[_Pending], out: np.ndarray, offset: int, group: list[_Pending]) -> None:
-        """Each request gets its own rows, ``DELIVER_SLICE`` requests per turn of the event loop.
+        """Each request gets its own rows, ``deliver_slice`` requests per turn of the event loop.
 
         Waking all 64 handlers of a full batch at once makes one turn of the loop that builds and writes 64
         responses (several ms on a small CPU), and the loop reads no socket until it ends: a health check or
         a new request that arrives meanwhile waits for all of it. In slices, the loop reads its sockets between
         them, and the next batch's requests trickle in instead of arriving all at once."""
         try:
-            for i in range(0, len(rest), DELIVER_SLICE):
+            for i in range(0, len(rest), self.deliver_slice):
                 await asyncio.sleep(0)
-                offset = self._answer(rest[i:i + DELIVER_SLICE], out, offset)
+                offset = self._answer(rest[i:i + self.deliver_slice], out, offset)
         finally:
             self._done(group)
 

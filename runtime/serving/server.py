@@ -50,6 +50,8 @@ class ServeConfig:
     threads: int = 0
     drain_timeout_s: float = 30.0
     log_level: str = "info"
+    probe_lane: bool = True  # health probes answered by the HTTP protocol itself (runtime.serving.probes)
+    deliver_slice: int = 8  # requests answered per event-loop turn when a batch finishes (runtime.serving.batcher)
 
 
 def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
@@ -65,7 +67,7 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     metrics = Metrics(cfg.max_batch_size)
     batcher = DynamicBatcher(predictor.logits, max_batch_size=cfg.max_batch_size,
                              max_queue_delay_us=cfg.max_queue_delay_us, max_queue=cfg.max_queue,
-                             on_batch=metrics.on_batch)
+                             on_batch=metrics.on_batch, deliver_slice=cfg.deliver_slice)
     state = ServerState(spec=arts.spec, model_name=cfg.model_name or arts.spec.name,
                         platform=f"resnet-edge/{variant.label}", batcher=batcher, metrics=metrics,
                         max_batch_size=cfg.max_batch_size, max_body_bytes=int(cfg.max_body_mb * 2**20),
@@ -145,8 +147,9 @@ def serve(cfg: ServeConfig) -> int:
             yield
 
     # limit_concurrency: uvicorn's own bound on open connections and requests in progress; past it, 503.
+    http = http_protocol(state) if cfg.probe_lane else "httptools"  # --no-probe-lane: uvicorn's own protocol
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                                   proxy_headers=False, lifespan="on", http=http_protocol(state),
+                                   proxy_headers=False, lifespan="on", http=http,
                                    limit_concurrency=cfg.max_connections,
                                    timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
 
