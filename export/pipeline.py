@@ -32,6 +32,7 @@ from runtime.contract import (
     Evaluation,
     Golden,
     Manifest,
+    Reference,
     Skipped,
     Source,
     parse_manifest,
@@ -130,6 +131,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
                 bar.update(task, description="PyTorch FP32 reference + BN folding")
             src.reference()
             golden = src.write_golden(staging)
+            reference = src.write_reference(staging)
             build = Build(cfg, src, staging, skipped=skipped, decisions=dict(src.notes))
             bar.advance(task)
             for description, step in steps:
@@ -145,7 +147,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
         if failures:
             detail = "; ".join(f"{r.path}: {', '.join(r.failures)}" for r in failures)
             raise AccuracyRegression(f"Export failed the tolerance table against PyTorch and wrote nothing: {detail}.")
-        manifest = _manifest(cfg, src, build, golden)
+        manifest = _manifest(cfg, src, build, golden, reference)
         commit(staging, cfg.out, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -158,14 +160,14 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
     return manifest
 
 
-def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden) -> Manifest:
+def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden, reference: Reference) -> Manifest:
     s = src.state
     return Manifest(
         model=src.model_entry(), preprocessing=src.preprocessing(), io=src.io(),
         source=Source(checkpoint=str(cfg.checkpoint), sha256=src.sha256, test_accuracy=src.fold.ref_accuracy,
                       epoch=s["epoch"], train_reported_test_accuracy=s["metrics"].get("test_acc"),
                       data_sha256=s.get("data_sha256", "")),
-        artifacts=tuple(build.rows), golden=golden, fold=src.fold,
+        artifacts=tuple(build.rows), golden=golden, reference=reference, fold=src.fold,
         evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions)),
         skipped=tuple(build.skipped), decisions=build.decisions, tools=src.tools)
 
@@ -199,7 +201,7 @@ def commit(staging: Path, out: Path, manifest: Manifest) -> None:
 def results_table(rows: list[ArtifactRow], fold: ParityResult, out: Path | None = None,
                   evaluated: str = "the 10k Fashion-MNIST test images") -> Table:
     table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} ({evaluated}; ONNX "
-                        "on ONNX Runtime CPU, AOTI on its own backend)")
+                        "on ONNX Runtime CPU, torch programs eager, AOTI on its own backend)")
     for col, just in (("artifact", "left"), ("precision", "left"), ("size MB", "right"), ("test acc", "right"),
                       ("Δacc vs PyTorch", "right"), ("max |Δlogit|", "right"), ("top-1 agreement", "right"),
                       ("status", "left")):

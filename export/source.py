@@ -18,7 +18,17 @@ from resnet_edge import __version__
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
 from resnet_edge.images import to_input
-from runtime.contract import GOLDEN_FILE, IO, ArtifactRow, Golden, Model, Precision, Preprocessing, Tensor
+from runtime.contract import (
+    GOLDEN_FILE,
+    IO,
+    ArtifactRow,
+    Golden,
+    Model,
+    Precision,
+    Preprocessing,
+    Reference,
+    Tensor,
+)
 from runtime.outputs import run_batched
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.heldout import evaluation_data
@@ -117,6 +127,17 @@ class ExportSource:
         return Golden(GOLDEN_FILE, sha256_file(path), n,
                       f"the first {n} evaluation images of {self.evaluated}, uint8, at the source size",
                       "PyTorch FP32, the unfolded checkpoint, eager on the CPU")
+
+    def write_reference(self, staging: Path) -> Reference:
+        """The unfolded checkpoint as a ``torch.export`` program: the reference, as a file the runtime can run."""
+        from export.program import load_program, save_program
+
+        path = save_program(self.model, staging / f"{self.name}_reference.pt2", self.chw)
+        check = compare(self.ref, reference_logits(load_program(path), self.test_x, self.config.num_classes))
+        if check.max_abs != 0.0:
+            raise ArtifactMismatch(f"The exported reference program differs from the checkpoint by {check.max_abs:.3g}.")
+        return Reference(path.name, sha256_file(path), "torch.export program of the unfolded checkpoint, fp32; its "
+                                                       "logits equal the checkpoint's on the evaluation set")
 
     def row(self, path: Path, precision: str, logits: np.ndarray, build_s: float, eval_s: float, *,
             fmt: str = "onnx", target: str = "any", **extra: Any) -> ArtifactRow:

@@ -53,6 +53,17 @@ def onnx_fp32(b: Build) -> None:
     b.onnx_row(path, "fp32", seconds)
 
 
+def torch_program(b: Build) -> None:
+    """The folded model as a ``torch.export`` program: what the torch backend runs (fp32, and bf16 or fp16)."""
+    from export.program import load_program, save_program
+    from export.source import reference_logits
+
+    src = b.src
+    path, seconds = timed(save_program, src.folded, b.file("folded.pt2"), src.chw)
+    logits, eval_s = timed(reference_logits, load_program(path), src.test_x, src.config.num_classes)
+    b.rows.append(src.row(path, "fp32", logits, seconds, eval_s, fmt="torch"))
+
+
 def onnx_fp16(b: Build) -> None:
     path, seconds = timed(quantize.to_fp16, b.onnx["fp32"], b.file("fp16.onnx"))
     b.onnx["fp16"] = path
@@ -161,7 +172,7 @@ def aoti_package(precision: str, device: str) -> Callable[[Build], None]:
 
 def plan_steps(cfg, skipped: list[Skipped]) -> list[Step]:
     """The steps this export takes, in order; each format not built here is added to ``skipped`` with its reason."""
-    steps: list[Step] = [("ONNX FP32 export + evaluation", onnx_fp32)]
+    steps: list[Step] = [("ONNX FP32 export + evaluation", onnx_fp32), ("torch.export program (folded)", torch_program)]
     if "fp16" in cfg.precisions:
         steps.append(("ONNX FP16 + evaluation", onnx_fp16))
     if "int8" in cfg.precisions:

@@ -43,16 +43,15 @@ def _progress():
 def parity_cmd(
     artifacts_dir: Annotated[Path, typer.Argument(help="Directory with manifest.json.")] = Path("artifacts"),
     backend: Annotated[str, Opt(help="Comma-separated backends, or all.")] = "all",
-    checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint (default: the manifest's).")] = None,
     limit: Annotated[Optional[int], Opt(help="Use the first N test images (default all 10,000).")] = None,
     random: Annotated[int, Opt(help="Random inputs compared as well.")] = 256,
     precision: Annotated[str, Opt(help="Comma-separated precisions (fp32,fp16,bf16,int8), or all.")] = "all",
     device: Annotated[str, Opt(help="cpu or cuda for the torch and onnxruntime backends.")] = "cpu",
     json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
-    reference: Annotated[str, Opt(help="golden: the golden set in ARTIFACTS_DIR (no torch needed); checkpoint: "
-                                       "PyTorch on the checkpoint over the test set; auto: checkpoint where "
-                                       "torch, checkpoint and data are here, else golden; or a file "
+    reference: Annotated[str, Opt(help="golden: the golden set in ARTIFACTS_DIR (no torch needed); pytorch: "
+                                       "the artifacts' reference program over the test set; auto: pytorch where "
+                                       "torch and the data are here, else golden; or a file "
                                        "--save-outputs wrote (on any machine).")] = "auto",
     save_outputs: Annotated[Optional[Path], Opt(help="Save the reference run (images, labels, logits) here, to "
                                                      "compare with on another machine (--reference FILE).")] = None,
@@ -68,8 +67,8 @@ def parity_cmd(
     wanted = set(parse_precisions(precision)) or None
     with _progress() as bar:
         task = bar.add_task("reference run")
-        ref = choose_reference(arts, use=reference, checkpoint=checkpoint, limit=limit, data_dir=data_dir)
-        variants, skipped = plan(arts, parse_backends(backend), checkpoint=ref.checkpoint or checkpoint, device=device,
+        ref = choose_reference(arts, use=reference, limit=limit, data_dir=data_dir)
+        variants, skipped = plan(arts, parse_backends(backend), device=device,
                                  precisions=wanted)
         if save_outputs:
             ref.run.save(save_outputs)

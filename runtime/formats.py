@@ -58,8 +58,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist"),
     Format("aoti", ".pt2", (FP16, BF16, FP32), ("cuda", "cpu"), "export.aoti", ("aoti",), None, "train", True,
            "AOTInductor packages, on CUDA (a CPU one on request); Triton's PyTorch backend does not load them"),
-    Format("checkpoint", ".pt", (FP32, FP16, BF16), ("cpu", "cuda"), "train.checkpoint", ("torch",), None, "train", True,
-           "the training checkpoint itself: the PyTorch reference every artifact is held to"),
+    Format("torch", ".pt2", (FP32,), ("cpu", "cuda"), "export.program", ("torch",), None, "train", True,
+           "a torch.export program of the folded model (run in fp32, bf16 or fp16 by the torch backend); the "
+           "unfolded one beside it is the reference every artifact is held to"),
 )}
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -70,8 +71,6 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("aoti", "aoti_backend", "AotiBackend", "torch", "train"),
 )}
 
-# The formats export writes as artifacts (the checkpoint is its input, not an artifact).
-EXPORTED = tuple(f for f in FORMATS if f != "checkpoint")
 # The precisions `resnet-edge export --precision` takes: those of the ONNX row, from which the others are made.
 EXPORT_PRECISIONS = tuple(p.value for p in FORMATS["onnx"].precisions)
 

@@ -52,26 +52,25 @@ class ParityReport:
         return bool(self.rows) and all(r.passed for r in self.rows)
 
 
-def reference_logits(arts: Artifacts, checkpoint: Path, x: np.ndarray) -> np.ndarray:
-    """PyTorch FP32 on the unfolded checkpoint, eager, on CPU: the reference everything is held to. It runs through
-    the torch backend like any artifact, in ``run_batched``'s batches."""
+def reference_logits(arts: Artifacts, program: Path, x: np.ndarray) -> np.ndarray:
+    """PyTorch FP32 on the unfolded model (the reference program), eager, on CPU: the reference everything is held
+    to. It runs through the torch backend like any artifact, in ``run_batched``'s batches."""
     from resnet_edge.images import eval_batch
     from runtime import backends
 
     batch = eval_batch(arts.spec.image_size, cap=500)
-    with backends.create("torch", arts.spec, checkpoint, precision="fp32", folded=False, channels_last=False,
-                         max_batch=batch) as model:
+    with backends.create("torch", arts.spec, program, precision="fp32", channels_last=False, max_batch=batch) as model:
         return run_batched(model.infer, x, batch)
 
 
 @dataclass(frozen=True)
 class Reference:
     """What artifacts are held to: a run of the PyTorch FP32 reference (images, labels, logits), already made; with
-    the checkpoint (and torch) here, random inputs are run against it as well."""
+    the reference program (and torch) here, random inputs are run against it as well."""
 
     run: SavedRun
     x: np.ndarray  # the run's images as model inputs
-    checkpoint: Path | None
+    program: Path | None
     description: str
 
     @property
@@ -83,50 +82,52 @@ class Reference:
         return self.run.logits
 
 
-def choose_reference(arts: Artifacts, *, use: str = "auto", checkpoint: Path | None = None, limit: int | None = None,
+REFERENCES = ("auto", "golden", "pytorch")
+
+
+def choose_reference(arts: Artifacts, *, use: str = "auto", limit: int | None = None,
                      data_dir: Path | None = None) -> Reference:
-    """``golden``: the golden set in the artifacts (no torch, no dataset needed). ``checkpoint``: PyTorch on the
-    verified checkpoint over the real test set, run now. ``auto``: the checkpoint where torch, the checkpoint and the
-    dataset are all here, else the golden set. A path: a run saved by ``parity --save-outputs`` on any machine."""
+    """``golden``: the golden set in the artifacts (no torch, no dataset needed). ``pytorch``: the reference program
+    (the unfolded checkpoint, exported) run now over the real test set. ``auto``: ``pytorch`` where torch and the
+    dataset are here, else the golden set. A path: a run saved by ``parity --save-outputs`` on any machine."""
     from runtime import reference
 
-    if use not in ("auto", "golden", "checkpoint"):
+    use = "pytorch" if use == "checkpoint" else use  # the name before the reference became a program
+    if use not in REFERENCES:
         path = Path(use)
         if not path.is_file():
-            raise InvalidInput(f"--reference must be auto, golden, checkpoint or a saved run's file, not '{use}'.")
+            raise InvalidInput(f"--reference must be auto, golden, pytorch or a saved run's file, not '{use}'.")
         return _reference(arts, SavedRun.load(path).head(limit), None, f"the saved run {path.name}")
     fmnist_model = arts.spec.reads_fashion_mnist
     if use == "auto":
-        use = "checkpoint" if reference.available() and (checkpoint or arts.checkpoint).is_file() and fmnist_model \
-            and _has_data(data_dir) else "golden"
+        use = "pytorch" if reference.available(arts) and fmnist_model and _has_data(data_dir) else "golden"
     golden = arts.golden_run()
     if use == "golden":
         return _reference(arts, golden.head(limit), None,
                           f"the golden set's PyTorch FP32 logits: {len(golden.head(limit)):,} real test images")
-    reference.require()  # one sentence if torch or the training stack is missing
-    ckpt = arts.verified_checkpoint(checkpoint)
+    program = reference.require(arts)  # one sentence if torch or the program is missing
     if fmnist_model:
         from resnet_edge import fmnist
 
         a = fmnist.load_arrays(data_dir)
         images, labels, what = a.test_images[:limit], a.test_labels[:limit], "real test images"
-    else:  # an image-folder model: its golden images, its checkpoint's logits
+    else:  # an image-folder model: its golden images, the reference program's logits
         images, labels, what = golden.images[:limit], golden.labels[:limit], "golden images"
     x = _inputs(arts, images)
-    run = SavedRun(images, labels.astype(np.int64), reference_logits(arts, ckpt, x),
-                   "PyTorch FP32, the unfolded checkpoint, eager on the CPU")
-    return Reference(run, x, ckpt, f"PyTorch FP32 (unfolded checkpoint): {len(x):,} {what}")
+    run = SavedRun(images, labels.astype(np.int64), reference_logits(arts, program, x),
+                   "PyTorch FP32, the unfolded model, eager on the CPU")
+    return Reference(run, x, program, f"PyTorch FP32 (unfolded model): {len(x):,} {what}")
 
 
 def _inputs(arts: Artifacts, images: np.ndarray) -> np.ndarray:
     return to_input(images, arts.spec.mean, arts.spec.std, arts.spec.image_size)
 
 
-def _reference(arts: Artifacts, run: SavedRun, checkpoint: Path | None, description: str) -> Reference:
+def _reference(arts: Artifacts, run: SavedRun, program: Path | None, description: str) -> Reference:
     if run.logits.ndim != 2 or run.logits.shape[1] != arts.spec.num_classes:
         raise InvalidInput(f"{description} has logits of shape {list(run.logits.shape)}; this model has "
                            f"{arts.spec.num_classes} classes.")
-    return Reference(run, _inputs(arts, run.images), checkpoint, description)
+    return Reference(run, _inputs(arts, run.images), program, description)
 
 
 def _has_data(data_dir: Path | None) -> bool:
@@ -142,13 +143,14 @@ def _has_data(data_dir: Path | None) -> bool:
 
 def run_parity(arts: Artifacts, variants: list[Variant], ref: Reference, *, n_random: int = 256, batch: int = 64,
                progress=None) -> ParityReport:
-    """Every variant compared with the reference run; with the checkpoint here, ``n_random`` random inputs too."""
+    """Every variant compared with the reference run; with the reference program here, ``n_random`` random inputs
+    too."""
     import time
 
-    n_random = n_random if ref.checkpoint is not None else 0
+    n_random = n_random if ref.program is not None else 0
     rng = np.random.default_rng(0)
     rand_x = rng.standard_normal((n_random, *arts.spec.chw)).astype(np.float32)
-    ref_rand = reference_logits(arts, ref.checkpoint, rand_x) if n_random else None
+    ref_rand = reference_logits(arts, ref.program, rand_x) if n_random else None
     report = ParityReport(n_real=len(ref.x), n_random=n_random, reference=ref.description)
     for v in variants:
         if progress:

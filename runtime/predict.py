@@ -121,7 +121,7 @@ class Predictor:
 def load(artifacts: str | Path = "artifacts", backend: str = "auto", precision: str = "fp32", *, threads: int = 0,
          max_batch: int = 64) -> Predictor:
     """Verified artifacts -> a loaded :class:`Predictor`. ``backend``: auto (the fastest variant here that
-    passes parity against the golden set or the checkpoint), onnxruntime, openvino, torch or tensorrt;
+    passes parity against the golden set or the reference program), onnxruntime, openvino, torch or tensorrt;
     ``precision`` (fp32, fp16, bf16, int8, int8-cpu) applies to an explicit backend."""
     from runtime.select import choose_variant
 

@@ -1,24 +1,14 @@
-"""The PyTorch reference model, when the training stack is installed: a plug-in, not an import.
-
-The runtime never imports ``train`` or ``export``. The export stage registers a plug-in under the entry-point
-group ``resnet_edge.torch_reference`` (see ``pyproject.toml``) that turns a checkpoint into a PyTorch model
-(BN-folded or not) and builds the network a manifest describes. The torch backend, parity's checkpoint
-reference, bench's PyTorch-eager peer and the roofline's FLOP count use it when it is there; on an edge
-install, without torch, they say so in one sentence and everything else works.
-"""
+"""The PyTorch reference, as the export wrote it: a ``torch.export`` program of the unfolded checkpoint in the
+artifacts (``manifest.reference``), which the torch backend runs. Nothing in the runtime imports ``train`` or
+``export``; without torch installed, what needs the reference says so in one sentence and everything else works."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-from functools import lru_cache
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
-from resnet_edge.errors import MissingDependency
+from resnet_edge.errors import ArtifactMismatch, MissingDependency
 
-GROUP = "resnet_edge.torch_reference"
 HINT = "pip install 'resnet-edge[train]'"
 
 
@@ -26,37 +16,23 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-@lru_cache(maxsize=1)
-def _plugin() -> Any:
+def program(arts) -> Path | None:
+    """The reference program of ``arts`` (a ``runtime.spec.Artifacts``), None for an export made without one."""
+    entry = arts.manifest.reference
+    return arts.root / entry.path if entry else None
+
+
+def available(arts) -> bool:
+    """Whether the PyTorch reference can run here: torch installed, and the artifacts carry the program."""
+    return torch_installed() and program(arts) is not None
+
+
+def require(arts) -> Path:
+    """The reference program, or one sentence saying what is missing."""
     if not torch_installed():
-        raise MissingDependency(f"This needs PyTorch and the training stack, which this install lacks ({HINT}).")
-    found = list(entry_points(group=GROUP))
-    if found:
-        return found[0].load()
-    if importlib.util.find_spec("export.reference") is not None:  # a source checkout run without installing it
-        return importlib.import_module("export.reference")
-    raise MissingDependency(f"No PyTorch reference plug-in is installed ({HINT}).")
-
-
-def require() -> None:
-    """Raise MissingDependency, in one sentence, unless the PyTorch reference can be used here."""
-    _plugin()
-
-
-def available() -> bool:
-    """Whether the PyTorch reference can be used here."""
-    try:
-        _plugin()
-    except MissingDependency:
-        return False
-    return True
-
-
-def load_model(checkpoint: Path, *, folded: bool = False):
-    """The checkpoint's model in eval mode on the CPU, BN-folded or as trained."""
-    return _plugin().load_model(Path(checkpoint), folded=folded)
-
-
-def build_model(manifest):
-    """An untrained network of the shape ``manifest`` describes (for counting FLOPs)."""
-    return _plugin().build_model(manifest)
+        raise MissingDependency(f"The PyTorch reference needs PyTorch, which this install lacks ({HINT}).")
+    path = program(arts)
+    if path is None:
+        raise ArtifactMismatch(f"{arts.root} has no PyTorch reference program (it was exported by an older "
+                               "resnet-edge); re-export it with 'resnet-edge export'.")
+    return path

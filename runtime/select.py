@@ -31,8 +31,7 @@ def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
     if cfg.backend == "auto":
         return auto_variant(arts, cfg)
     names = parse_backends(cfg.backend)
-    ckpt = arts.verified_checkpoint() if "torch" in names and arts.checkpoint.is_file() else None
-    variants, skipped = plan(arts, names, checkpoint=ckpt, threads=cfg.threads)
+    variants, skipped = plan(arts, names, threads=cfg.threads)
     for v in variants:
         if v.tag == cfg.precision:
             return v
@@ -64,7 +63,7 @@ def median_latency_s(backend, batch: np.ndarray) -> float:
 
 
 def auto_variant(arts: Artifacts, cfg: Choice) -> Variant:
-    """The fastest variant here that passes parity: against the checkpoint where torch and the dataset are
+    """The fastest variant here that passes parity: against the reference program where torch and the dataset are
     installed, else against the golden set in the artifacts (an edge device has neither)."""
     from runtime.parity import choose_reference, run_parity
 

@@ -88,27 +88,6 @@ class Artifacts:
     spec: ModelSpec
     items: tuple[Artifact, ...]
 
-    @property
-    def checkpoint(self) -> Path:
-        """The source checkpoint: as recorded, else beside the artifact directory (it is not copied)."""
-        recorded = Path(self.manifest.source.checkpoint)
-        for candidate in (recorded, self.root.parent / recorded, self.root / recorded.name):
-            if candidate.is_file():
-                return candidate
-        return recorded
-
-    def verified_checkpoint(self, path: Path | None = None) -> Path:
-        """The checkpoint, checked against the sha256 the manifest recorded for it."""
-        from resnet_edge.atomic import sha256_file
-
-        path = Path(path) if path else self.checkpoint
-        if not path.is_file():
-            raise InvalidInput(f"The source checkpoint {path} does not exist; pass --checkpoint PATH.")
-        if sha256_file(path) != self.manifest.source.sha256:
-            raise ArtifactMismatch(f"{path} is not the checkpoint these artifacts were exported from "
-                                   "(its sha256 differs from the manifest's).")
-        return path
-
     def golden_run(self):
         """The golden set export wrote, a saved run (``runtime.outputs.SavedRun``): uint8 test images, their labels
         and the PyTorch FP32 logits (its sha256 was checked with the rest of the manifest)."""

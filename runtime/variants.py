@@ -60,13 +60,11 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
-def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, device: str = "cpu",
-         precisions: set[str] | None = None, threads: int = 0,
+def plan(arts: Artifacts, names: list[str], *, device: str = "cpu", precisions: set[str] | None = None, threads: int = 0,
          extra: tuple[list[Variant], list[str]] | None = None) -> tuple[list[Variant], list[str]]:
     """Variants to run, and one line for each backend that cannot run here: every artifact on every backend the
     formats table says runs it. ``extra`` (variants, skip lines) joins the plan under the same precision filter:
     bench's peers (``runtime.lab.peers.peer_variants``)."""
-    ckpt = checkpoint or arts.checkpoint
     variants: list[Variant] = []
     skipped = []
     for name in names:
@@ -74,20 +72,12 @@ def plan(arts: Artifacts, names: list[str], *, checkpoint: Path | None = None, d
         if reason:
             skipped.append(reason)
             continue
-        if name == "torch":
-            if not ckpt.is_file():
-                skipped.append(f"The torch backend needs the source checkpoint {ckpt}; pass --checkpoint.")
-                continue
-            dev = device if device != "auto" else "cpu"
-            torch_precisions = ["fp32"] + (["fp16"] if dev.startswith("cuda") else ["bf16"] if _cpu_has_bf16() else [])
-            for p in torch_precisions:
-                variants.append(Variant("torch", ckpt, p, f"torch {p} folded", {"device": dev, "threads": threads}))
-            if dev.startswith("cuda"):
-                variants.append(Variant("torch", ckpt, "fp16", "torch fp16 folded+graphs",
-                                        {"device": dev, "cuda_graphs": True}))
-        for art in arts.items:
-            if name in backends_for(art.format):
-                variants += _artifact_variants(name, art, device, threads)
+        found = [v for art in arts.items if name in backends_for(art.format)
+                 for v in _artifact_variants(name, art, device, threads)]
+        if name == "torch" and not found:
+            skipped.append(f"The torch backend runs the torch.export programs that export writes, and {arts.root} "
+                           "has none (it was exported by an older resnet-edge); re-export it.")
+        variants += found
     if precisions:  # a precision (int8: every INT8 variant) or a tag (int8-cpu: that one)
         variants = [v for v in variants if v.precision in precisions or v.tag in precisions]
     if extra:
@@ -111,6 +101,15 @@ def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> l
         found = [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"threads": threads}, **common)]
         if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
             found.append(Variant(name, art.path, "bf16", f"{name} bf16", {"threads": threads, "inference_precision": "bf16"},
+                                 art))
+        return found
+    if name == "torch":
+        dev = device if device != "auto" else "cpu"
+        cuda = dev.startswith("cuda")
+        found = [Variant(name, art.path, p, f"torch {p} folded", {"device": dev, "threads": threads}, art)
+                 for p in ["fp32"] + (["fp16"] if cuda else ["bf16"] if _cpu_has_bf16() else [])]
+        if cuda:
+            found.append(Variant(name, art.path, "fp16", "torch fp16 folded+graphs", {"device": dev, "cuda_graphs": True},
                                  art))
         return found
     if name == "aoti" and not (art.target == "cpu" or device.startswith("cuda") or device == "auto"):

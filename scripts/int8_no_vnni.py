@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from export import quantize
-from export.pipeline import ExportConfig, _Exporter
+from export.source import ExportSource
 from resnet_edge.atomic import atomic_write_text
 
 # Run inside the emulator: the golden set through one ONNX file, agreement with the PyTorch logits.
@@ -54,8 +54,8 @@ def main() -> None:
     ap.add_argument("--cpu", default="Haswell-v4")
     ap.add_argument("--out", type=Path, default=Path("reports/int8_no_vnni.json"))
     args = ap.parse_args()
-    ex = _Exporter(ExportConfig(checkpoint=args.checkpoint, out=args.artifacts), None)
-    ex.load_data()
+    ex = ExportSource.load(args.checkpoint)  # what export evaluates and calibrates on, as export loads it
+    ex.load_data(data_dir=None, folder=None, limit=None, calib_size=1000, heldout_size=0, seed=0)
     ex.reference()
     golden = args.artifacts / "golden.npz"
     qemu = shutil.which("qemu-x86_64-static")

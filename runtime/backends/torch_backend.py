@@ -1,5 +1,6 @@
-"""PyTorch: the original or BN-folded checkpoint, on CPU or CUDA, in fp32, fp16 or bf16, with
-channels_last and optional CUDA graphs (one per batch bucket, all captured at load).
+"""PyTorch: a ``torch.export`` program from the artifacts (the BN-folded model, or the unfolded reference), on CPU
+or CUDA, in fp32, fp16 or bf16, with channels_last and optional CUDA graphs (one per batch bucket, all captured at
+load).
 
 ``compile`` (a ``torch.compile`` mode, e.g. ``max-autotune``) is for bench's peer only: what a PyTorch user runs
 without TensorRT. It compiles one static-shape program per batch bucket at load, and records the time it took
@@ -9,18 +10,31 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
-from resnet_edge.errors import InvalidInput
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
 from runtime.backends.base import Backend
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
+def load_program(path: Path):
+    """A ``torch.export`` program (``export.program``) as a module; one sentence if the file is not one."""
+    import torch
+
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:  # torch raises many kinds here (zip, pickle, schema version)
+        raise ArtifactMismatch(f"{path.name} is not a torch.export program this torch {torch.__version__} can load "
+                               f"({type(exc).__name__}); re-export it.") from None
+
+
 class TorchBackend(Backend):
-    """``source`` is a checkpoint. Options: ``device`` (cpu|cuda), ``folded`` (default True),
-    ``channels_last`` (default True), ``cuda_graphs``, ``compile`` (a torch.compile mode; peers only),
+    """``source`` is a ``torch.export`` program: the folded model (an artifact) or the unfolded reference.
+    Options: ``device`` (cpu|cuda), ``channels_last`` (default True), ``cuda_graphs``, ``compile`` (a torch.compile
+    mode; peers only),
     ``threads`` (CPU threads for this backend's calls only: torch's thread count is process-wide, so it is set
     around each call and restored)."""
 
@@ -31,8 +45,6 @@ class TorchBackend(Backend):
     def _load(self) -> None:
         import torch
 
-        from runtime import reference
-
         if self.precision not in DTYPES:
             raise InvalidInput(f"torch precision must be one of {', '.join(DTYPES)}, not '{self.precision}'.")
         self._device = torch.device(self.options.get("device", "cpu"))
@@ -41,10 +53,10 @@ class TorchBackend(Backend):
         if self.precision == "fp16" and self._device.type == "cpu":
             raise InvalidInput("torch fp16 inference needs CUDA; use fp32 or bf16 on CPU.")
         self._threads = int(self.options.get("threads") or 0)
-        model = reference.load_model(self.source, folded=self.options.get("folded", True))
+        model = load_program(self.source)
         self._dtype = getattr(torch, DTYPES[self.precision])
         self._format = torch.channels_last if self.options.get("channels_last", True) else torch.contiguous_format
-        self.model = model.to(self._device, self._dtype).to(memory_format=self._format).eval()
+        self.model = model.to(self._device, self._dtype).to(memory_format=self._format)  # exported in eval mode
         self._graphs: dict[int, tuple] = {}
         graphs = bool(self.options.get("cuda_graphs")) and self._device.type == "cuda"
         if self.options.get("compile") and graphs:
@@ -182,7 +194,7 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         parts = [self.options.get("device", "cpu")]
-        parts.append("folded" if self.options.get("folded", True) else "unfolded eager")
+        parts.append(self.source.name)
         if self.options.get("channels_last", True):
             parts.append("channels_last")
         if self.options.get("cuda_graphs"):

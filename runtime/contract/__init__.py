@@ -14,6 +14,7 @@ from runtime.contract.manifest import (
     Model,
     Precision,
     Preprocessing,
+    Reference,
     Skipped,
     Source,
     Tensor,
@@ -24,5 +25,5 @@ from runtime.contract.manifest import (
 )
 
 __all__ = ["GOLDEN_FILE", "IO", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "ArtifactRow", "Evaluation", "Golden",
-           "Manifest", "Model", "Precision", "Preprocessing", "Skipped", "Source", "Tensor", "manifest_schema",
+           "Manifest", "Model", "Precision", "Preprocessing", "Reference", "Skipped", "Source", "Tensor", "manifest_schema",
            "parse_manifest", "read_manifest", "write_manifest"]

@@ -115,6 +115,16 @@ class Golden:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The PyTorch FP32 reference as a file: a ``torch.export`` program of the unfolded checkpoint, which the torch
+    backend runs (eager) wherever torch is installed, so that no stage needs the training code to reach it."""
+
+    path: str
+    sha256: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """What export evaluated every artifact on."""
 
@@ -179,6 +189,7 @@ class Manifest:
     artifacts: tuple[ArtifactRow, ...]
     schema_version: int = SCHEMA_VERSION
     golden: Golden | None = None
+    reference: Reference | None = None
     fold: ParityResult | None = None
     evaluation: Evaluation = field(default_factory=Evaluation)
     skipped: tuple[Skipped, ...] = ()
@@ -189,7 +200,7 @@ class Manifest:
     def files(self) -> set[str]:
         """Every file the manifest names (artifacts, sidecars, the golden set)."""
         names = {n for art in self.artifacts for n in art.files}
-        return names | ({self.golden.path} if self.golden else set())
+        return names | {entry.path for entry in (self.golden, self.reference) if entry}
 
     def to_json(self) -> str:
         doc = to_json(replace(self, schema_version=SCHEMA_VERSION))
@@ -261,4 +272,4 @@ def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
 
 def _hashed(manifest: Manifest) -> list[tuple[str, str]]:
     return [(a.path, a.sha256) for a in manifest.artifacts] + \
-        ([(manifest.golden.path, manifest.golden.sha256)] if manifest.golden else [])
+        [(entry.path, entry.sha256) for entry in (manifest.golden, manifest.reference) if entry]

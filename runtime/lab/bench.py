@@ -34,7 +34,7 @@ class BenchConfig:
 class LatencyStats:
     label: str
     backend: str
-    artifact: str  # the model file's name (a checkpoint for torch)
+    artifact: str  # the model file's name
     precision: str
     batch: int
     image_size: int
@@ -212,7 +212,7 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
 
     from runtime import reference
 
-    flops = model_flops(arts) if reference.available() else None  # counted on the PyTorch model's layers
+    flops = model_flops(arts) if reference.available(arts) else None  # counted on the reference program's graph
     result = BenchResult(machine_info(), cfg, arts.spec.image_size, flops)
     max_batch = max(cfg.batches)
     if len(images) < max_batch:

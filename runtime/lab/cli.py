@@ -51,7 +51,6 @@ def bench_cmd(
     device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
     compile_peer: Annotated[str, Opt(help="On CUDA, precisions of the torch.compile max-autotune peers (comma-separated, "
                                           "or none): each compiles for minutes per batch size.")] = "fp16",
-    checkpoint: Annotated[Optional[Path], Opt(help="Source checkpoint for the torch backend.")] = None,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write latency/throughput vs batch as PNG.")] = None,
@@ -74,7 +73,6 @@ def bench_cmd(
     cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
                       iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
     arts = load_artifacts(artifacts_dir)
-    ckpt = checkpoint or arts.checkpoint
     wanted = set(parse_precisions(precision)) or None
     with _progress() as bar:
         task = bar.add_task("preparing")
@@ -82,9 +80,9 @@ def bench_cmd(
         calib = _peer_calibration(arts, data_dir) if int8_peers else None
         if int8_peers:
             bar.update(task, description="quantizing the INT8 peers")
-        extra = peer_variants(arts, ckpt, threads=threads, calibration=calib, device=device,
+        extra = peer_variants(arts, threads=threads, calibration=calib, device=device,
                               compile_precisions=compiled) if peers else None
-        variants, skipped = plan(arts, parse_backends(backend), checkpoint=ckpt, device=device, precisions=wanted,
+        variants, skipped = plan(arts, parse_backends(backend), device=device, precisions=wanted,
                                  threads=threads, extra=extra)
         x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
         result = run_bench(arts, variants, cfg, x, labelled=(x, labels),

@@ -92,31 +92,30 @@ def workdir() -> Path:
 COMPILE_PEER_PRECISIONS = ("fp16",)  # torch.compile peers on CUDA; each costs minutes of compiling per batch size
 
 
-def peer_variants(arts: Artifacts, ckpt: Path, *, threads: int = 0, calibration: np.ndarray | None = None,
+def peer_variants(arts: Artifacts, *, threads: int = 0, calibration: np.ndarray | None = None,
                   device: str = "cpu", compile_precisions: tuple[str, ...] = COMPILE_PEER_PRECISIONS,
                   ) -> tuple[list[Variant], list[str]]:
     """Default settings of what users would otherwise run: FP32 peers on the FP32 model, and, given
     calibration images, INT8 peers quantized from the same FP32 ONNX by their own tools.
 
     On CUDA the peers are what a PyTorch user runs on the GPU without TensorRT (ONNX Runtime's CUDA provider is not
-    part of this toolkit's GPU story): PyTorch eager fp32 on the unfolded checkpoint, and ``torch.compile`` with
-    ``mode="max-autotune"`` on the folded model in each of ``compile_precisions`` (static shapes, compiled per batch
-    size at load; its compile time is reported apart)."""
-    fp32 = arts.find("onnx", "fp32")
+    part of this toolkit's GPU story): PyTorch eager fp32 on the unfolded model (the reference program), and
+    ``torch.compile`` with ``mode="max-autotune"`` on the folded model's program in each of ``compile_precisions``
+    (static shapes, compiled per batch size at load; its compile time is reported apart)."""
     from runtime import reference
 
+    fp32, folded = arts.find("onnx", "fp32"), arts.find("torch", "fp32")
     found, skipped = [], []
     common = {"defaults": True, "threads": threads}
     cuda = device.startswith("cuda")
-    if not ckpt.is_file() or not reference.available():
-        skipped.append("The PyTorch peers need the source checkpoint and PyTorch's training stack "
-                       f"({'no checkpoint ' + str(ckpt) if not ckpt.is_file() else reference.HINT}).")
+    if not reference.available(arts):
+        why = reference.HINT if not reference.torch_installed() else f"re-export: {arts.root} has none"
+        skipped.append(f"The PyTorch peers need PyTorch and the artifacts' reference program ({why}).")
     else:
-        found.append(Variant("torch", ckpt, "fp32", "peer: PyTorch eager (unfolded)",
-                             {"folded": False, "channels_last": False, "threads": threads,
-                              "device": device if cuda else "cpu"}, peer=True))
-        for p in compile_precisions if cuda else ():
-            found.append(Variant("torch", ckpt, p, f"peer: torch.compile max-autotune {p}",
+        found.append(Variant("torch", reference.program(arts), "fp32", "peer: PyTorch eager (unfolded)",
+                             {"channels_last": False, "threads": threads, "device": device if cuda else "cpu"}, peer=True))
+        for p in compile_precisions if cuda and folded else ():
+            found.append(Variant("torch", folded.path, p, f"peer: torch.compile max-autotune {p}",
                                  {"compile": "max-autotune", "device": device}, peer=True))
     if cuda:
         return found, skipped

@@ -38,30 +38,31 @@ def conv_flops(cin: int, cout: int, kernel: tuple[int, int], stride: tuple[int, 
 
 
 def model_flops(arts: Artifacts) -> Flops:
-    """FLOPs per image, from the layer shapes of the network the manifest describes."""
-    from runtime import reference
-
-    model = reference.build_model(arts.manifest)  # one sentence, not an ImportError, on an install without torch
+    """FLOPs per image, from the convolutions and linear layers of the reference program's graph, with the shapes
+    they see on one image (``torch.fx``'s shape propagation)."""
     import torch
-    from torch import nn
+    from torch.fx.passes.shape_prop import ShapeProp
 
-    nominal = real = 0.0
+    from runtime import reference
+    from runtime.backends.torch_backend import load_program
 
-    def hook(mod, inp, out):
-        nonlocal nominal, real
-        if isinstance(mod, nn.Conv2d):
-            f = conv_flops(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
-                           tuple(inp[0].shape[-2:]), mod.groups)
-            nominal, real = nominal + f.nominal, real + f.real
-        elif isinstance(mod, nn.Linear):
-            nominal += 2.0 * mod.in_features * mod.out_features
-            real += 2.0 * mod.in_features * mod.out_features
-
-    handles = [mod.register_forward_hook(hook) for mod in model.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    module = load_program(reference.require(arts))
     with torch.inference_mode():
-        model(torch.zeros(1, *arts.spec.chw))
-    for h in handles:
-        h.remove()
+        ShapeProp(module).propagate(torch.zeros(1, *arts.spec.chw))
+    nominal = real = 0.0
+    for node in module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target == torch.ops.aten.conv2d.default:
+            x, w = node.args[0].meta["tensor_meta"].shape, node.args[1].meta["tensor_meta"].shape
+            stride, padding = (list(node.args[i]) if len(node.args) > i else d for i, d in ((3, [1, 1]), (4, [0, 0])))
+            groups = node.args[6] if len(node.args) > 6 else 1
+            f = conv_flops(w[1] * groups, w[0], tuple(w[2:]), tuple(stride), tuple(padding), tuple(x[-2:]), groups)
+            nominal, real = nominal + f.nominal, real + f.real
+        elif node.target == torch.ops.aten.linear.default:
+            w = node.args[1].meta["tensor_meta"].shape
+            nominal += 2.0 * w[0] * w[1]
+            real += 2.0 * w[0] * w[1]
     return Flops(nominal, real)
 
 

@@ -5,20 +5,20 @@ import numpy as np
 import pytest
 
 from resnet_edge.errors import InvalidInput, MissingDependency, ToolkitError
-from runtime import backends
+from runtime import backends, reference
 from runtime.parity import TOLERANCES, reference_logits
 
 CPU_BACKENDS = [b for b in ("torch", "onnxruntime", "openvino") if backends.unavailable_reason(b) is None]
 
 
 def _source(arts, name):
-    return arts.checkpoint if name == "torch" else arts.find("onnx", "fp32").path
+    return arts.find("torch", "fp32").path if name == "torch" else arts.find("onnx", "fp32").path
 
 
 @pytest.mark.parametrize("name", CPU_BACKENDS)
 def test_backend_matches_reference_fp32(arts, name):
     x = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(np.float32)
-    ref = reference_logits(arts, arts.checkpoint, x)
+    ref = reference_logits(arts, reference.program(arts), x)
     with backends.create(name, arts.spec, _source(arts, name), max_batch=8) as b:
         out = b.infer(x)
         assert out.dtype == np.float32 and out.shape == (5, 10)
@@ -73,7 +73,7 @@ def test_torch_backend_threads_do_not_leak_into_the_process(arts):
 
     before = torch.get_num_threads()
     threads = 1 if before != 1 else 2
-    with backends.create("torch", arts.spec, arts.checkpoint, threads=threads) as b:
+    with backends.create("torch", arts.spec, arts.find("torch", "fp32").path, threads=threads) as b:
         b.infer(np.zeros((2, 1, 28, 28), np.float32))
         assert torch.get_num_threads() == before  # the eager peer and everything else keep theirs
     assert torch.get_num_threads() == before
@@ -84,7 +84,7 @@ def test_static_backend_pads_to_its_bucket_and_returns_only_the_callers_rows(art
     if backends.unavailable_reason(name):
         pytest.skip(f"{name} is not installed")
     x = np.random.default_rng(3).standard_normal((5, 1, 28, 28)).astype(np.float32)
-    ref = reference_logits(arts, arts.checkpoint, x)
+    ref = reference_logits(arts, reference.program(arts), x)
     with backends.create(name, arts.spec, arts.find("onnx", "fp32").path, max_batch=8, buckets=(2, 4)) as b:
         assert b.buckets == (2, 4, 8)
         for n in (1, 3, 5, 8):  # 1 -> 2, 3 -> 4, 5 -> 8, 8 -> 8
@@ -109,8 +109,8 @@ def test_torch_compile_peer_compiles_every_bucket_at_load_and_pads_to_them(arts)
     """The torch.compile peer (bench uses mode max-autotune on CUDA; the cheaper default mode here, on the CPU):
     compiled for each bucket at load with the time recorded, padding a short batch rather than recompiling."""
     x = np.random.default_rng(3).standard_normal((3, 1, 28, 28)).astype(np.float32)
-    ref = reference_logits(arts, arts.checkpoint, x)
-    with backends.create("torch", arts.spec, arts.checkpoint, max_batch=4, buckets=(4,), compile="default") as b:
+    ref = reference_logits(arts, reference.program(arts), x)
+    with backends.create("torch", arts.spec, arts.find("torch", "fp32").path, max_batch=4, buckets=(4,), compile="default") as b:
         assert b.static_shapes and b.buckets == (4,) and b.compile_s > 0
         assert np.abs(b.infer(x) - ref).max() <= TOLERANCES["fp32"].max_rel * np.abs(ref).max()
         assert "torch.compile default" in b.describe()
@@ -118,7 +118,7 @@ def test_torch_compile_peer_compiles_every_bucket_at_load_and_pads_to_them(arts)
 
 def test_torch_fp16_on_cpu_is_refused(arts):
     with pytest.raises(InvalidInput, match="fp16 inference needs CUDA"):
-        backends.create("torch", arts.spec, arts.checkpoint, precision="fp16").load()
+        backends.create("torch", arts.spec, arts.find("torch", "fp32").path, precision="fp16").load()
 
 
 def test_import_runtime_pulls_in_no_heavy_optional_package():
@@ -133,10 +133,11 @@ def test_import_runtime_pulls_in_no_heavy_optional_package():
 @pytest.mark.parametrize("options", [{}, {"cuda_graphs": True}])
 def test_torch_cuda_backend(arts, options):
     x = np.random.default_rng(2).standard_normal((4, 1, 28, 28)).astype(np.float32)
-    ref = reference_logits(arts, arts.checkpoint, x)
+    ref = reference_logits(arts, reference.program(arts), x)
     for precision in ("fp32", "fp16"):  # fp32 holds the fp32 bound only with TF32 off, as the backend sets
         tol = TOLERANCES[precision].max_rel
-        with backends.create("torch", arts.spec, arts.checkpoint, precision=precision, device="cuda", **options) as b:
+        program = arts.find("torch", "fp32").path
+        with backends.create("torch", arts.spec, program, precision=precision, device="cuda", **options) as b:
             for _ in range(2):  # the second call replays the captured graph
                 assert np.abs(b.infer(x) - ref).max() <= tol * np.abs(ref).max()
 

@@ -13,12 +13,12 @@ from runtime.select import time_calls
 from runtime.variants import Variant
 
 
-def test_flop_count_matches_torch_flop_counter_and_leaves_padding_out(arts):
+def test_flop_count_matches_torch_flop_counter_and_leaves_padding_out(arts, trained_ckpt):
     from torch.utils.flop_counter import FlopCounterMode
 
     from train.checkpoint import load_model
 
-    model = load_model(arts.checkpoint)
+    model = load_model(trained_ckpt)  # the network itself; the count reads the exported reference program's graph
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(torch.zeros(1, 1, 28, 28))
     flops = model_flops(arts)
@@ -141,14 +141,16 @@ def test_cuda_peers_are_pytorch_eager_on_the_gpu_and_torch_compile(arts):
     from runtime.variants import plan
 
     def with_peers(device, **kw):
-        return plan(arts, ["torch"], device=device, extra=peer_variants(arts, arts.checkpoint, device=device, **kw))
+        return plan(arts, ["torch"], device=device, extra=peer_variants(arts, device=device, **kw))
 
     variants, _ = with_peers("cuda", compile_precisions=("fp16", "fp32"))
     peers = {v.label: v for v in variants if v.peer}
     assert set(peers) == {"peer: PyTorch eager (unfolded)", "peer: torch.compile max-autotune fp16",
                           "peer: torch.compile max-autotune fp32"}  # no CPU library competes with a GPU
     eager = peers["peer: PyTorch eager (unfolded)"]
-    assert eager.options["device"] == "cuda" and eager.options["folded"] is False and eager.precision == "fp32"
+    assert eager.options["device"] == "cuda" and eager.precision == "fp32"
+    assert eager.source.name == "resnet18_reference.pt2"  # the unfolded model, as the user trained it
+    assert peers["peer: torch.compile max-autotune fp16"].source.name == "resnet18_folded.pt2"
     compiled = peers["peer: torch.compile max-autotune fp16"]
     assert compiled.options == {"compile": "max-autotune", "device": "cuda"} and compiled.precision == "fp16"
     cpu, _ = with_peers("cpu")
@@ -186,7 +188,7 @@ def test_cli_bench_writes_json_csv_plot(arts, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "resnet_edge", "bench", str(arts.root), "--backend", "onnxruntime", "--precision",
          "fp32,int8", "--batch", "1,4", "--warmup", "10ms", "--duration", "60ms", "--rounds", "2", "--peers",
-         "--roofline", "--accuracy-images", "500", "--threads", "1", "--checkpoint", str(arts.checkpoint),
+         "--roofline", "--accuracy-images", "500", "--threads", "1",
          "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv"), "--plot", str(tmp_path / "b.png")],
         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

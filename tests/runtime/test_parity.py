@@ -28,8 +28,8 @@ def test_compare_applies_the_precision_table():
 def test_every_available_cpu_backend_on_real_images(arts):
     variants, skipped = plan(arts, parse_backends("all"))
     assert {v.backend for v in variants} >= {"torch", "onnxruntime"}
-    ref = choose_reference(arts, use="checkpoint")  # all 10,000: INT8 agreement on a small subset is noisy
-    assert len(ref.x) == 10_000 and ref.checkpoint is not None
+    ref = choose_reference(arts, use="pytorch")  # all 10,000: INT8 agreement on a small subset is noisy
+    assert len(ref.x) == 10_000 and ref.program is not None
     report = run_parity(arts, variants, ref, n_random=64)
     assert {r.precision for r in report.rows} >= {"fp32", "fp16", "int8"}
     for r in report.rows:  # every variant, INT8 included, against the product's own table
@@ -42,7 +42,7 @@ def _cli(*args):
 
 def test_cli_parity_json(arts, tmp_path):
     res = _cli(str(arts.root), "--backend", "onnxruntime,torch", "--precision", "fp32,fp16", "--limit", "500", "--random", "32",
-               "--json", str(tmp_path / "p.json"), "--checkpoint", str(arts.checkpoint))
+               "--json", str(tmp_path / "p.json"))
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["passed"] and report["n_real"] == 500
@@ -61,7 +61,7 @@ def test_cli_parity_exits_1_when_a_variant_fails(arts, monkeypatch, tmp_path):
     from resnet_edge.cli import app
 
     res = CliRunner().invoke(app, ["parity", str(arts.root), "--backend", "onnxruntime", "--precision", "fp32",
-                                   "--limit", "200", "--random", "8", "--checkpoint", str(arts.checkpoint)])
+                                   "--limit", "200", "--random", "8"])
     assert res.exit_code == 1
     assert "parity failed: onnxruntime fp32" in res.output
 
@@ -71,15 +71,46 @@ def test_cli_parity_refuses_a_tampered_artifact(arts, tmp_path):
     shutil.copytree(arts.root, copy, ignore=shutil.ignore_patterns("triton"))
     with open(copy / "resnet18_fp16.onnx", "ab") as fh:
         fh.write(b"x")
-    res = _cli(str(copy), "--checkpoint", str(arts.checkpoint))
+    res = _cli(str(copy))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "does not match the sha256" in res.stderr
 
 
-def test_cli_parity_refuses_another_checkpoint(arts, tmp_path):
-    other = tmp_path / "other.pt"
-    other.write_bytes(arts.checkpoint.read_bytes() + b"")
-    with open(other, "ab") as fh:
+def test_the_reference_is_a_verified_file_and_an_older_export_is_told_to_re_export(arts, tmp_path):
+    import json
+
+    copy = tmp_path / "a"
+    shutil.copytree(arts.root, copy, ignore=shutil.ignore_patterns("triton"))
+    with open(copy / "resnet18_reference.pt2", "ab") as fh:
         fh.write(b"\0")
-    res = _cli(str(arts.root), "--checkpoint", str(other))
-    assert res.returncode == 2 and "is not the checkpoint these artifacts were exported from" in res.stderr
+    res = _cli(str(copy))
+    assert res.returncode == 2 and "resnet18_reference.pt2 does not match the sha256" in res.stderr
+    doc = json.loads((copy / "manifest.json").read_text())
+    del doc["reference"]  # as an export before the reference program
+    (copy / "manifest.json").write_text(json.dumps(doc))
+    res = _cli(str(copy), "--reference", "pytorch", "--backend", "onnxruntime")
+    assert res.returncode == 2 and "has no PyTorch reference program" in res.stderr and "re-export" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_saved_run_is_compared_on_another_machine(arts, tmp_path):
+    """Run, then compare: the reference run saved here is what another machine compares with (no torch needed)."""
+    saved = tmp_path / "ref.npz"
+    res = _cli(str(arts.root), "--reference", "pytorch", "--limit", "300", "--backend", "onnxruntime",
+               "--precision", "fp32", "--random", "0", "--save-outputs", str(saved))
+    assert res.returncode == 0, res.stderr
+    from runtime.outputs import SavedRun
+
+    run = SavedRun.load(saved)
+    assert len(run) == 300 and run.images.dtype == np.uint8 and run.logits.shape == (300, 10)
+    golden = arts.golden_run()
+    assert np.allclose(run.logits, golden.logits[:300], atol=1e-4)  # the golden set is exactly such a run
+    res = _cli(str(arts.root), "--reference", str(saved), "--backend", "onnxruntime", "--precision", "fp32,int8",
+               "--json", str(tmp_path / "p.json"))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["reference"] == "the saved run ref.npz" and doc["n_real"] == 300 and doc["n_random"] == 0
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a run")
+    res = _cli(str(arts.root), "--reference", str(bad))
+    assert res.returncode == 2 and "is not a readable saved run" in res.stderr and "Traceback" not in res.stderr
