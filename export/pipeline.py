@@ -41,6 +41,7 @@ from runtime.contract import (
 from runtime.formats import EXPORT_PRECISIONS
 
 PRECISIONS = EXPORT_PRECISIONS
+FASHION_MNIST_TRAIN = 60_000
 
 
 
@@ -81,9 +82,10 @@ def _validate(cfg: ExportConfig) -> None:
     if cfg.calib_size < quantize.MIN_CALIBRATION:
         raise InvalidInput(f"A calibration set of {cfg.calib_size} images is too small; use at least "
                            f"{quantize.MIN_CALIBRATION} (default 1000).")
-    if cfg.calib_size + cfg.heldout_size > 60_000:
-        raise InvalidInput(f"--calib-size {cfg.calib_size} leaves fewer than {cfg.heldout_size} of the 60000 training "
-                           f"images for the held-out split; use at most {60_000 - cfg.heldout_size}.")
+    if cfg.data is None and cfg.calib_size + cfg.heldout_size > FASHION_MNIST_TRAIN:  # a folder's are counted on load
+        raise InvalidInput(f"--calib-size {cfg.calib_size} leaves fewer than {cfg.heldout_size} of Fashion-MNIST's "
+                           f"{FASHION_MNIST_TRAIN} training images for the held-out split; use at most "
+                           f"{FASHION_MNIST_TRAIN - cfg.heldout_size}.")
     if cfg.max_batch_size < 1:
         raise InvalidInput("--max-batch-size must be at least 1.")
     unknown = [p for p in cfg.precisions if p not in PRECISIONS]

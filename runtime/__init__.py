@@ -1,9 +1,10 @@
-"""Runtime stage, the bottom layer that gets deployed: the manifest, numpy/Pillow preprocessing, the backends,
-parity, bench, serve, loadtest and predict.
+"""Runtime stage. Its core is the bottom layer that gets deployed: the typed contract (``runtime.contract``), the
+formats table, numpy/Pillow preprocessing, the backends, parity, predict and serving. The benchmark lab
+(``runtime.lab``: bench, peers, roofline, reports, loadtest) sits above the core, which never imports it.
 
-It imports neither ``train`` nor ``export`` and needs no torch (the import-linter contracts in
-``pyproject.toml`` hold it to that); only the torch backend and PyTorch-only options import torch, lazily.
-Heavy optional packages (tensorrt, openvino) are imported inside the functions that need them.
+It imports neither ``train`` nor ``export`` and needs no torch (the import-linter contracts in ``pyproject.toml``
+hold it to that); only the backends that are torch by nature (torch, AOTI) import torch, lazily. Heavy optional
+packages (tensorrt, openvino) are imported inside the functions that need them.
 
     import runtime
     with runtime.load("artifacts") as model:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from resnet_edge.errors import InvalidInput
-from runtime.preprocess import INVERT_CHOICES, check_invert, decode, from_pil, preprocess, read_file, to_gray
+from runtime.preprocess import INVERT_CHOICES, check_invert, decode, from_pil, preprocess, read_file, to_channels
 from runtime.spec import Artifacts, ModelSpec, load_artifacts
 from runtime.variants import Variant
 
@@ -52,7 +52,7 @@ def to_gray_image(image: Any, name: str | None = None, channels: int = 1) -> np.
     if isinstance(image, (str, Path)):
         return decode(read_file(Path(image)), str(image), channels)
     if isinstance(image, np.ndarray):
-        return to_gray(image, name or "the array", channels)
+        return to_channels(image, name or "the array", channels)
     if hasattr(image, "convert") and hasattr(image, "width"):  # a PIL image
         return from_pil(image, name or "the PIL image", channels)
     raise InvalidInput(f"Cannot classify a {type(image).__name__}; give file paths, PIL images or uint8 arrays.")

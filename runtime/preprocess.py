@@ -35,7 +35,7 @@ def decode(data: bytes, name: str = "image", channels: int = 1) -> np.ndarray:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise InvalidInput(f"{name} is not a readable .npy array ({exc}).") from None
-        return to_gray(arr, name, channels)
+        return to_channels(arr, name, channels)
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -54,14 +54,14 @@ def from_pil(img, name: str = "image", channels: int = 1) -> np.ndarray:
     return np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
 
 
-def to_gray(arr: np.ndarray, name: str = "image", channels: int = 1) -> np.ndarray:
+def to_channels(arr: np.ndarray, name: str = "image", channels: int = 1) -> np.ndarray:
     """An array image ([H, W], [1, H, W], [H, W, 3|4]; uint8, other ints, or floats in [0, 1]) -> uint8 [H, W],
     or [H, W, 3] for ``channels=3`` (a gray array repeated into three channels)."""
     arr = np.asarray(arr)
     if channels == 3 and arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return _as_uint8(arr[..., :3], name)
     if channels == 3:
-        return np.repeat(to_gray(arr, name)[..., None], 3, axis=-1)
+        return np.repeat(to_channels(arr, name)[..., None], 3, axis=-1)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # HWC RGB(A) -> luma, as PIL's "L" does
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     elif arr.ndim == 3 and arr.shape[-1] == 1:
@@ -121,7 +121,7 @@ def to_source(image: np.ndarray, spec: ModelSpec, invert: str = "no") -> np.ndar
     if spec.channels == 3 and image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     elif spec.channels == 1 and image.ndim == 3:
-        image = to_gray(image)
+        image = to_channels(image)
     img = to_source_size(image, spec.source_size, spec.source_resize)
     if spec.channels == 1 and (check_invert(invert) == "yes" or (invert == "auto" and needs_inversion(img))):
         img = 255 - img

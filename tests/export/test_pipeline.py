@@ -202,11 +202,11 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
     for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
     manifest = read_manifest(out)
-    assert [a.precision for a in manifest.artifacts] == ["fp32", "fp16"]
+    assert [a.precision for a in manifest.artifacts if a.format == "onnx"] == ["fp32", "fp16"]
     # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [a.path for a in manifest.artifacts]
-        + ["golden.npz", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"])
+        + ["golden.npz", "resnet18_reference.pt2", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"])
     assert (out / "calib.npz").read_bytes() == b"not ours"
     assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_trt",
                                                       "resnet34_fp16_onnx", "someone_elses_model"]
@@ -240,11 +240,12 @@ def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained
                "--calib-size", "128")
     assert res.returncode == 0, res.stderr
     manifest = read_manifest(out)
-    assert [a.precision for a in manifest.artifacts] == ["fp32", "int8"]
+    expected = [("onnx", "fp32"), ("torch", "fp32"), ("onnx", "int8")]
+    assert [(a.format, a.precision) for a in manifest.artifacts] == expected
     assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 500, 500, ("fp32", "int8"))
     assert all(a.parity.n == 500 for a in manifest.artifacts) and manifest.golden.n == 500
-    assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_fp32.onnx",
-                                                     "resnet18_int8.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_folded.pt2",
+                                                     "resnet18_fp32.onnx", "resnet18_int8.onnx", "resnet18_reference.pt2"]
     for args, match in ((["--precision", "fp16,int8"], "always fp32"), (["--precision", "fp32,int4"], "int4"),
                         (["--limit", "0"], "--limit must be between 1 and 10000")):
         res = _cli(str(trained_ckpt), "--out", str(tmp_path / "bad"), *args)
