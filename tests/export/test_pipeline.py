@@ -206,7 +206,8 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
     # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [a.path for a in manifest.artifacts]
-        + ["golden.npz", "resnet18_reference.pt2", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx", "resnet18_fp32.engine"])
+        + ["golden.npz", "resnet18_reference.pt2", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx",
+           "resnet18_fp32.engine"])
     assert (out / "calib.npz").read_bytes() == b"not ours"
     assert sorted(p.name for p in repo.iterdir()) == ["resnet18_fp16_onnx", "resnet18_fp32_onnx", "resnet18_int8_trt",
                                                       "resnet34_fp16_onnx", "someone_elses_model"]
