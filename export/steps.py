@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from export import quantize, tensorrt
-from export.parity import interleaved_latency_ms, ort_logits
+from export.parity import TOLERANCES, compare, interleaved_latency_ms, ort_logits
 from export.source import ExportSource, timed
 from runtime.contract import ArtifactRow, Skipped
 from runtime.outputs import run_batched
@@ -100,8 +100,6 @@ def onnx_int8_cpu(b: Build) -> None:
     u8_path, seconds = timed(quantize.to_int8, b.onnx["fp32"], b.file("int8_cpu.onnx"), src.calib_x, opts)
     u8 = b.onnx_row(u8_path, "int8", seconds, target="cpu", **_int8_extra(b, opts))
     s8_ms, u8_ms = interleaved_latency_ms([s8_path, u8_path], src.heldout_x[:64])
-    from export.parity import compare
-
     s8_held = compare(src.heldout_ref, ort_logits(s8_path, src.heldout_x), "int8", src.heldout_labels)
     u8_held = compare(src.heldout_ref, ort_logits(u8_path, src.heldout_x), "int8", src.heldout_labels)
     keep, rule = u8_variant_decision(s8_ms, u8_ms, s8_held, u8_held)
@@ -119,8 +117,6 @@ def onnx_int8_cpu(b: Build) -> None:
 def u8_variant_decision(s8_ms: float, u8_ms: float, s8, u8) -> tuple[bool, str]:
     """Keep the uint8 CPU variant if it is >= 5% faster or >= 0.1 pt more accurate, and meets the runtime's INT8
     parity bound; all measured on held-out training images."""
-    from export.parity import TOLERANCES
-
     min_top1 = TOLERANCES["int8"].min_top1
     rule = ("kept if >= 5% faster at batch 64 on ONNX Runtime CPU (median of interleaved rounds) or >= 0.1 pt more "
             f"accurate on the held-out split, and its top-1 agreement with PyTorch there is >= {min_top1:.0%}")
