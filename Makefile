@@ -8,7 +8,7 @@ ARTIFACTS ?= artifacts
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: setup data train export parity bench serve test lint gpu-check clean help
+.PHONY: setup data train export parity bench serve test lint gpu-check arm-check clean help
 
 help:
 	@echo "make export   train (if no $(CKPT)) and export verified ONNX artifacts to $(ARTIFACTS)/"
@@ -17,6 +17,7 @@ help:
 	@echo "make parity   every artifact on every available backend vs the PyTorch FP32 reference"
 	@echo "make bench    default latency sweep with peers: reports/bench.json and reports/bench.png"
 	@echo "make serve    KServe v2 / Triton HTTP server on 127.0.0.1:$(PORT) over $(ARTIFACTS)/"
+	@echo "make arm-check  golden-set parity of the torch-free formats in an emulated aarch64 Debian"
 	@echo "make gpu-check  GPU tests, AOTI export, parity and bench on CUDA (needs a GPU; DEVICE=cpu rehearses)"
 
 setup: $(STAMP) data
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION) \
 	  || $(BIN)/pip install -q 'torch>=2.5' --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/pip install -q -e '.[train,dev,openvino,nncf]'
+	$(BIN)/pip install -q -e '.[train,dev,openvino,nncf,edge]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist; nothing is downloaded at run time.
@@ -77,6 +78,10 @@ test: lint
 
 gpu-check:
 	bash scripts/gpu_check.sh
+
+# Golden-set parity of every torch-free format in an emulated aarch64 Debian: reports/arm/parity.json.
+arm-check: $(ARTIFACTS)/manifest.json
+	ARTIFACTS=$(ARTIFACTS) bash scripts/arm_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

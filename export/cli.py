@@ -42,8 +42,14 @@ def export_cmd(
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the four Fashion-MNIST IDX files.")] = None,
     data: Annotated[Optional[Path], Opt("--data", help="An image folder for calibration (its train/ split) and the "
                                                        "accuracy gates (its val/ split, or every image).")] = None,
+    formats: Annotated[str, Opt(help="Formats to build besides ONNX (always built): openvino, litert, ncnn, "
+                                     "executorch, comma-separated; 'all': every one whose converter is installed; "
+                                     "'onnx': none.")] = "all",
+    int8_quantizer: Annotated[str, Opt(help="OpenVINO IR INT8 from our QDQ ONNX (ort), from NNCF (nncf), or both "
+                                            "with the held-out split choosing (auto).")] = "auto",
 ) -> None:
-    """Fold BN, export ONNX FP32/FP16/INT8 (and TensorRT engines), verify each on the test set, write the manifest."""
+    """Fold BN, export ONNX FP32/FP16/INT8, the edge formats (and TensorRT engines), verify each on the test set,
+    write the manifest."""
     from export.pipeline import ExportConfig, run_export
 
     if calib_method not in {m.value for m in CalibMethod}:
@@ -52,12 +58,17 @@ def export_cmd(
         mn, op, mx = (int(v) for v in trt_batch.split(","))
     except ValueError:
         raise InvalidInput(f"--trt-batch must be three integers min,opt,max, not '{trt_batch}'.") from None
+    from export.edge_steps import parse_formats
+    from export.openvino_ir import INT8_QUANTIZERS
+
+    if int8_quantizer not in INT8_QUANTIZERS:
+        raise InvalidInput(f"--int8-quantizer must be one of {', '.join(INT8_QUANTIZERS)}, not '{int8_quantizer}'.")
     cfg = ExportConfig(checkpoint=ckpt, out=out, opset=opset, calib_size=calib_size,
                        calib_method=CalibMethod(calib_method), cpu_int8_variant=cpu_int8, trt=trt, aoti=aoti,
                        precisions=tuple(p.strip() for p in precision.split(",") if p.strip()), limit=limit,
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb,
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
-                       data_dir=data_dir, data=data)
+                       data_dir=data_dir, data=data, formats=parse_formats(formats), int8_quantizer=int8_quantizer)
     previous = {sig: signal.signal(sig, interrupt_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         manifest = run_export(cfg, console)

@@ -21,6 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from export import quantize, tensorrt
+from export.edge_steps import LABELS as EDGE_LABELS
+from export.edge_steps import check_requested
 from export.onnx import DEFAULT_OPSET, _check_opset
 from export.parity import ParityResult
 from export.source import ExportSource
@@ -66,6 +68,8 @@ class ExportConfig:
     data: Path | None = None  # an image folder: calibration from its train/ split, gates on its val/ (or every image)
     seed: int = 0
     heldout_size: int = 2000  # training images, disjoint from calibration, that decide optional variants
+    formats: tuple[str, ...] | None = None  # edge formats to build (None: every one whose converter is installed)
+    int8_quantizer: str = "auto"  # OpenVINO IR INT8: ort | nncf | auto (the held-out split chooses)
 
 
 def _check_output_dir(out: Path) -> None:
@@ -102,7 +106,13 @@ def _validate(cfg: ExportConfig) -> None:
         reason = tensorrt.unavailable_reason()
         if reason:
             raise MissingDependency(f"--trt was asked for, but: {reason}")
+    check_requested(cfg.formats)
     _check_output_dir(cfg.out)
+
+
+def _decides(cfg: ExportConfig) -> bool:
+    """Whether an export decision needs the held-out split: the uint8 CPU variant, or OpenVINO's INT8 quantizer."""
+    return cfg.cpu_int8_variant or (cfg.int8_quantizer == "auto" and (cfg.formats is None or "openvino" in cfg.formats))
 
 
 def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
@@ -117,7 +127,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
 
     def load_data(console=None) -> None:
         src.load_data(data_dir=cfg.data_dir, folder=cfg.data, limit=cfg.limit, calib_size=cfg.calib_size if int8 else 0,
-                      heldout_size=cfg.heldout_size if int8 and cfg.cpu_int8_variant else 0, seed=cfg.seed,
+                      heldout_size=cfg.heldout_size if int8 and _decides(cfg) else 0, seed=cfg.seed,
                       console=console)
 
     if cfg.data is not None:  # an image folder decodes with its own progress bar, before the export's
@@ -144,6 +154,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
         console.print(results_table(build.rows, src.fold, cfg.out, f"{len(src.labels):,} images of {src.evaluated}"))
         for s in skipped:
             what = {"tensorrt": "TensorRT engines", "aoti": "AOTInductor packages"}.get(s.format, s.format)
+            what = EDGE_LABELS.get(what, what)
             console.print(f"[yellow]skipped {what}:[/] {escape(s.reason)}")
         failures = [r for r in build.rows if r.status != "ok"]
         if failures:
@@ -203,7 +214,7 @@ def commit(staging: Path, out: Path, manifest: Manifest) -> None:
 def results_table(rows: list[ArtifactRow], fold: ParityResult, out: Path | None = None,
                   evaluated: str = "the 10k Fashion-MNIST test images") -> Table:
     table = Table(title=f"exported artifacts{f' in {out}/' if out else ''} ({evaluated}; ONNX "
-                        "on ONNX Runtime CPU, torch programs eager, AOTI on its own backend)")
+                        "on ONNX Runtime CPU, torch programs eager, every other format on its own runtime)")
     for col, just in (("artifact", "left"), ("precision", "left"), ("size MB", "right"), ("test acc", "right"),
                       ("Δacc vs PyTorch", "right"), ("max |Δlogit|", "right"), ("top-1 agreement", "right"),
                       ("status", "left")):

@@ -154,6 +154,15 @@ class ExportSource:
         return Preprocessing(m.image_size, m.in_channels, tuple(m.mean_per_channel), tuple(m.std_per_channel),
                              m.resize, m.source_size, m.source_resize)
 
+    def spec(self):
+        """The runtime's view of the model, as it will read it from the manifest: what a backend is made with."""
+        from runtime.spec import ModelSpec
+
+        m, io = self.config, self.io()
+        return ModelSpec(self.name, io.input.name, io.output.name, m.in_channels, m.image_size, m.num_classes,
+                         tuple(m.class_names), tuple(m.mean_per_channel), tuple(m.std_per_channel), m.resize,
+                         m.source_size, m.source_resize)
+
     def io(self) -> IO:
         return IO(Tensor(INPUT_NAME, "float32", (-1, *self.chw)), Tensor(OUTPUT_NAME, "float32",
                                                                         (-1, self.config.num_classes)))
@@ -164,12 +173,15 @@ def artifact_row(path: Path, precision: str, stats: ParityResult, build_s: float
                  **extra: Any) -> ArtifactRow:
     precision = Precision(precision)
     tools = dict(tools or {})
+    if extra.get("sidecar"):  # weights beside a .param or .xml, metadata beside an engine: hashed like the file
+        extra["sidecar_sha256"] = sha256_file(path.parent / extra["sidecar"])
     if fmt == "tensorrt":
         import tensorrt as trt
 
         tools["tensorrt"] = str(trt.__version__)
+    size = path.stat().st_size + ((path.parent / extra["sidecar"]).stat().st_size if extra.get("sidecar") else 0)
     return ArtifactRow(path=path.name, format=fmt, precision=precision, target=target, sha256=sha256_file(path),
-                       size_bytes=path.stat().st_size, test_accuracy=stats.accuracy, parity=stats,
+                       size_bytes=size, test_accuracy=stats.accuracy, parity=stats,
                        max_acc_drop_pt=TOLERANCES[precision.value].max_acc_drop_pt,
                        status="fail" if stats.failures else "ok", failures=stats.failures,
                        build_seconds=round(build_s, 3), eval_seconds=round(eval_s, 3), tools=tools, **extra)

@@ -144,18 +144,14 @@ def aoti_package(precision: str, device: str) -> Callable[[Build], None]:
     def build(b: Build) -> None:
         from export import aoti
         from runtime.backends.aoti_backend import AotiBackend
-        from runtime.spec import ModelSpec
 
         src, max_batch = b.src, b.cfg.max_batch_size
         out = b.staging / f"{src.name}_{precision}_{device}.pt2"
         _, seconds = timed(aoti.build_package, src.folded, out, precision=precision, device=device, chw=src.chw,
                            max_batch=max_batch)
-        m, io = src.config, src.io()
-        spec = ModelSpec(src.name, io.input.name, io.output.name, m.in_channels, m.image_size, m.num_classes,
-                         tuple(m.class_names), m.mean_per_channel, m.std_per_channel)
 
         def run():
-            with AotiBackend(spec, out, precision=precision, max_batch=max_batch) as backend:
+            with AotiBackend(src.spec(), out, precision=precision, max_batch=max_batch) as backend:
                 return run_batched(backend.infer, src.test_x, max_batch)
 
         logits, eval_s = timed(run)
@@ -175,6 +171,9 @@ def plan_steps(cfg, skipped: list[Skipped]) -> list[Step]:
         steps.append((f"INT8 QDQ ({cfg.calib_method.value}, {cfg.calib_size} images)", onnx_int8))
         if cfg.cpu_int8_variant:
             steps.append(("INT8 uint8-activation CPU variant", onnx_int8_cpu))
+    from export import edge_steps
+
+    steps += edge_steps.plan(cfg, skipped)
     if cfg.trt is False:
         skipped.append(Skipped("tensorrt", "--no-trt was given."))
     elif (reason := tensorrt.unavailable_reason()) is not None:

@@ -7,7 +7,7 @@ under ``export/`` (named by ``builder``) and one backend module under ``runtime/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from resnet_edge.errors import InvalidInput
 from runtime.contract import Precision
@@ -37,6 +37,7 @@ class Format:
     extra: str  # the pip extra its runtime needs ("" for the base install)
     runtime_needs_torch: bool
     summary: str
+    why_not: dict[str, str] = field(default_factory=dict)  # precision -> why export does not build it in this format
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Backend:
     package: str  # the package it imports, checked before loading it
     extra: str  # the pip extra that brings ``package``
     needs_cuda: bool = False
+    also: tuple[str, ...] = ()  # further packages it imports (ExecuTorch's Python runtime: torch)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -58,6 +60,24 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist"),
     Format("aoti", ".pt2", (FP16, BF16, FP32), ("cuda", "cpu"), "export.aoti", ("aoti",), None, "train", True,
            "AOTInductor packages, on CUDA (a CPU one on request); Triton's PyTorch backend does not load them"),
+    Format("openvino", ".xml", (FP32, INT8), ("cpu",), "export.openvino_ir", ("openvino",), None, "openvino", False,
+           "OpenVINO IR (.xml + .bin), FP32 and INT8 (from our QDQ ONNX or from NNCF, whichever the held-out split "
+           "prefers), so that a device loads IR instead of converting ONNX at start-up",
+           {"fp16": "OpenVINO's CPU plugin computes an FP16 IR in fp32 (or bf16) after decompressing its weights at "
+                    "load; the FP32 IR with the bf16 hint is the faster reduced-precision path here"}),
+    Format("litert", ".tflite", (FP32, INT8), ("cpu",), "export.litert", ("litert",), None, "litert", False,
+           "LiteRT (TFLite) flatbuffers from litert-torch: FP32, and full-integer INT8 (PT2E, int8 per-channel "
+           "weights and int8 activations) on the XNNPACK interpreter",
+           {"fp16": "LiteRT's CPU interpreter dequantizes fp16 weights to fp32 at load: the file halves and nothing "
+                    "runs in fp16 on x86"}),
+    Format("ncnn", ".ncnn.param", (FP32, FP16), ("cpu",), "export.ncnn", ("ncnn",), None, "ncnn", False,
+           "ncnn (.ncnn.param + .ncnn.bin) from pnnx, FP32 and FP16 storage",
+           {"int8": "ncnn INT8 needs ncnn's ncnn2table and ncnn2int8 tools, which neither the ncnn nor the pnnx wheel "
+                    "ships, and pnnx writes no int8 models"}),
+    Format("executorch", ".pte", (FP32, INT8), ("cpu",), "export.executorch", ("executorch",), None, "executorch",
+           True, "ExecuTorch programs lowered to the XNNPACK delegate, FP32 and INT8 (PT2E, per-channel symmetric); "
+           "its Python runtime needs torch",
+           {"fp16": "XNNPACK runs fp16 only where the CPU has fp16 arithmetic (ARMv8.2), not on x86"}),
     Format("torch", ".pt2", (FP32,), ("cpu", "cuda"), "export.program", ("torch",), None, "train", True,
            "a torch.export program of the folded model (run in fp32, bf16 or fp16 by the torch backend); the "
            "unfolded one beside it is the reference every artifact is held to"),
@@ -69,6 +89,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("openvino", "openvino_backend", "OpenVinoBackend", "openvino", "openvino"),
     Backend("tensorrt", "tensorrt_backend", "TensorRTBackend", "tensorrt", "gpu", needs_cuda=True),
     Backend("aoti", "aoti_backend", "AotiBackend", "torch", "train"),
+    Backend("litert", "litert_backend", "LiteRtBackend", "ai_edge_litert", "litert"),
+    Backend("ncnn", "ncnn_backend", "NcnnBackend", "ncnn", "ncnn"),
+    Backend("executorch", "executorch_backend", "ExecuTorchBackend", "executorch", "executorch", also=("torch",)),
 )}
 
 # The precisions `resnet-edge export --precision` takes: those of the ONNX row, from which the others are made.

@@ -114,5 +114,7 @@ def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> l
         return found
     if name == "aoti" and not (art.target == "cpu" or device.startswith("cuda") or device == "auto"):
         return []  # a CUDA package on a CPU-only run
-    options = {"threads": threads} if name == "aoti" else {}
+    options = {} if name == "tensorrt" else {"threads": threads}
+    if name == "ncnn" and "winograd" in art.row.details:  # export measured which is faster for this model
+        options["winograd"] = bool(art.row.details["winograd"])
     return [Variant(name, art.path, art.precision, f"{name} {art.tag}", options, **common)]

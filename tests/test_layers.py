@@ -20,4 +20,5 @@ def test_the_no_torch_contract_exempts_only_torch_backends_in_the_core():
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     (no_torch,) = [c for c in contracts if "torch" in c.get("forbidden_modules", [])]
     core = {line.split(" -> ")[0] for line in no_torch["ignore_imports"] if not line.startswith("runtime.lab.")}
-    assert core == {"runtime.backends.torch_backend", "runtime.backends.aoti_backend", "runtime.backends.trt_engine"}
+    assert core == {"runtime.backends.torch_backend", "runtime.backends.aoti_backend", "runtime.backends.trt_engine",
+                    "runtime.backends.executorch_backend"}

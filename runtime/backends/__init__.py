@@ -21,8 +21,9 @@ def unavailable_reason(name: str) -> str | None:
     row = BACKENDS.get(name)
     if row is None:
         raise InvalidInput(f"Unknown backend '{name}'; choose from {', '.join(BACKENDS)} or auto.")
-    if importlib.util.find_spec(row.package) is None:
-        return f"The {name} backend needs the '{row.package}' package ({install_hint(row.extra, row.package)})."
+    for package in (row.package, *row.also):
+        if importlib.util.find_spec(package) is None:
+            return f"The {name} backend needs the '{package}' package ({install_hint(row.extra, package)})."
     if row.needs_cuda:
         from runtime.backends.trt_engine import unavailable_reason as trt_reason
 

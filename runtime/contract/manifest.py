@@ -153,20 +153,24 @@ class ArtifactRow:
     sha256: str
     test_accuracy: float
     target: str = "any"  # any | cpu | cuda: the device kind a variant was made for
-    size_bytes: int = 0
+    size_bytes: int = 0  # the file and its sidecar
     parity: ParityResult | None = None
     max_acc_drop_pt: float | None = None
     status: str = "ok"  # ok | fail
     failures: tuple[str, ...] = ()
     build_seconds: float = 0.0
     eval_seconds: float = 0.0
-    sidecar: str | None = None  # a file the artifact needs beside it (an engine's or a package's metadata)
+    sidecar: str | None = None  # a file the artifact needs beside it (metadata, or the weights of a .param/.xml)
+    sidecar_sha256: str | None = None  # checked on read like the artifact's own hash
     opset: int | None = None
     activations: str | None = None  # INT8: s8 | u8
     calibration: str | None = None
     calibration_images: int | None = None
     weight_bits: int | None = None
     tools: dict[str, str] = field(default_factory=dict)
+    # What the format's own toolchain reports about the file: the tensor types a LiteRT INT8 model computes in,
+    # what an ExecuTorch program delegated to XNNPACK, the quantizer an OpenVINO IR came from.
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -272,4 +276,5 @@ def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
 
 def _hashed(manifest: Manifest) -> list[tuple[str, str]]:
     return [(a.path, a.sha256) for a in manifest.artifacts] + \
+        [(a.sidecar, a.sidecar_sha256) for a in manifest.artifacts if a.sidecar and a.sidecar_sha256] + \
         [(entry.path, entry.sha256) for entry in (manifest.golden, manifest.reference) if entry]

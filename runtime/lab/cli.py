@@ -55,6 +55,11 @@ def bench_cmd(
     csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
     plot: Annotated[Optional[Path], Opt("--plot", help="Write latency/throughput vs batch as PNG.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
+    summary: Annotated[bool, Opt("--summary", help="Also check every artifact on the golden set and print one row "
+                                                   "per artifact on its own runtime, against the peers (implies "
+                                                   "--peers); written to --summary-dir as .md, .csv, .json, .png.")
+                       ] = False,
+    summary_dir: Annotated[Path, Opt(help="Where --summary writes summary.md/.csv/.json/.png.")] = Path("reports"),
 ) -> None:
     """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
     from runtime.formats import parse_precisions
@@ -74,6 +79,7 @@ def bench_cmd(
                       iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
     arts = load_artifacts(artifacts_dir)
     wanted = set(parse_precisions(precision)) or None
+    peers = peers or summary
     with _progress() as bar:
         task = bar.add_task("preparing")
         int8_peers = peers and not device.startswith("cuda")  # on CUDA the peers are PyTorch's
@@ -87,6 +93,8 @@ def bench_cmd(
         x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
         result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
                            progress=lambda d: bar.update(task, description=f"bench: {d}"))
+        if summary:
+            rows = _summary_rows(arts, variants, result, lambda d: bar.update(task, description=f"parity: {d}"))
     result.skipped = skipped
     console.print(bench_table(result))
     sp = speedup_table(result)
@@ -97,6 +105,33 @@ def bench_cmd(
     for path, writer in ((json_out, write_bench_json), (csv_out, write_bench_csv), (plot, write_bench_plot)):
         if path:
             console.print(f"wrote {writer(result, path)}")
+    if summary:
+        _write_summary(rows, result, summary_dir)
+
+
+def _summary_rows(arts, variants, result, progress):
+    """The golden-set parity of every artifact on its own runtime, then the summary rows."""
+    from runtime import backends
+    from runtime.formats import FORMATS
+    from runtime.lab.summary import build_summary, primary_variants
+    from runtime.parity import choose_reference, run_parity
+
+    report = run_parity(arts, primary_variants(variants), choose_reference(arts, use="golden"), progress=progress)
+    not_run = {a.format: reason for a in arts.items
+               if (reason := backends.unavailable_reason(FORMATS[a.format].backends[0]))}
+    return build_summary(arts, variants, result, report, not_run)
+
+
+def _write_summary(rows, result, out_dir: Path) -> None:
+    from runtime.lab.report import header
+    from runtime.lab.summary import summary_table, write_summary
+
+    title = f"every artifact on its own runtime, parity on the golden set; {header(result)}"
+    console.print(summary_table(rows, title))
+    meta = {"machine": header(result), "largest_batch": max(result.config.batches),
+            "speedup": "peer p50 / ours p50: above 1 is ours faster"}
+    written = [write_summary(rows, out_dir / f"summary{ext}", meta) for ext in (".md", ".csv", ".json", ".png")]
+    console.print("wrote " + ", ".join(map(str, written)))
 
 
 @cli_errors

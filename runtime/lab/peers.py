@@ -89,6 +89,19 @@ def workdir() -> Path:
     return path
 
 
+def _edge_defaults(arts: Artifacts, threads: int) -> list[Variant]:
+    """Each edge runtime as its documentation shows it, on the plain FP32 conversion: LiteRT's interpreter resized
+    when the batch changes, ncnn with its own option defaults (which pick fp16 or bf16 storage where the CPU has
+    them, so it is compared in the class it computes in)."""
+    found = []
+    for fmt, backend, label in (("litert", "litert", "peer: LiteRT defaults"), ("ncnn", "ncnn", "peer: ncnn defaults")):
+        art = arts.find(fmt, "fp32")
+        if art is not None and backends.unavailable_reason(backend) is None:
+            found.append(Variant(backend, art.path, "fp32", label, {"defaults": True, "threads": threads}, art,
+                                 peer=True))
+    return found
+
+
 COMPILE_PEER_PRECISIONS = ("fp16",)  # torch.compile peers on CUDA; each costs minutes of compiling per batch size
 
 
@@ -122,6 +135,7 @@ def peer_variants(arts: Artifacts, *, threads: int = 0, calibration: np.ndarray 
     if fp32 is None:
         return found, skipped
     found.append(Variant("onnxruntime", fp32.path, "fp32", "peer: ONNX Runtime defaults", common, fp32, peer=True))
+    found += _edge_defaults(arts, threads)
     have_openvino = backends.unavailable_reason("openvino") is None
     if have_openvino:
         found.append(Variant("openvino", fp32.path, "fp32", "peer: OpenVINO defaults", common, fp32, peer=True))

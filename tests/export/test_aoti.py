@@ -77,7 +77,7 @@ def test_package_from_another_torch_or_device_is_refused(cpu_package, arts, tmp_
 def test_export_with_aoti_records_the_package_and_parity_runs_it(trained_ckpt, tmp_path):
     out = tmp_path / "arts"
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(trained_ckpt), "--out", str(out), "--aoti",
-                          "--no-cpu-int8", "--calib-size", "128", "--triton-repo", str(tmp_path / "triton")],
+                          "--no-cpu-int8", "--formats", "onnx", "--calib-size", "128", "--triton-repo", str(tmp_path / "triton")],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     arts = load_artifacts(out)  # every hash checks, the package's included

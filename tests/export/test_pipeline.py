@@ -197,7 +197,7 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         if marker:
             (repo / name / "resnet_edge.json").write_text(json.dumps(marker))
-    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo))
+    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo), "--formats", "onnx")
     assert res.returncode == 0, res.stderr
     for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
@@ -237,8 +237,8 @@ def test_export_gates_every_bound_of_the_table():
 
 def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained_ckpt, tmp_path):
     out = tmp_path / "small"
-    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,int8", "--no-cpu-int8", "--limit", "500",
-               "--calib-size", "128")
+    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,int8", "--no-cpu-int8", "--formats", "onnx",
+               "--limit", "500", "--calib-size", "128")
     assert res.returncode == 0, res.stderr
     manifest = read_manifest(out)
     expected = [("onnx", "fp32"), ("torch", "fp32"), ("onnx", "int8")]

@@ -189,7 +189,7 @@ def test_rgb_model_exports_with_its_folder_and_predict_uses_its_policy(rgb_ckpt,
     _, ckpt, _ = rgb_ckpt
     out = tmp_path / "artifacts"
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(ckpt), "--out", str(out), "--data",
-                          str(rgb_folder), "--precision", "fp32,fp16", "--no-aoti"],
+                          str(rgb_folder), "--precision", "fp32,fp16", "--no-aoti", "--formats", "onnx"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -322,7 +322,7 @@ def test_eval_export_golden_set_and_calibration_follow_the_split_the_checkpoint_
     # the evaluation are the held-out files.
     arts = tmp_path / "arts"
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(ckpt_dir / "best.pt"), "--out", str(arts),
-                          "--data", str(root), "--precision", "fp32,fp16", "--no-aoti"],
+                          "--data", str(root), "--precision", "fp32,fp16", "--no-aoti", "--formats", "onnx"],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = json.loads((arts / "manifest.json").read_text())

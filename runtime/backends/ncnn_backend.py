@@ -1,0 +1,107 @@
+"""ncnn through its Python package (the `ncnn` extra, torch-free): ``.ncnn.param`` with its ``.ncnn.bin`` beside it.
+
+ncnn runs one image per extractor (its blobs have no batch dimension), so a batch is a loop over its images on
+one ``Net``. Precision is the net's options: fp32 turns every reduced-precision path off (ncnn otherwise picks
+fp16 or bf16 storage by itself where the CPU has it); fp16 is fp16 storage and packing, with fp32 arithmetic.
+
+ncnn's wheel carries its own OpenMP runtime (``ncnn.libs/libgomp-*.so``); a process that has imported PyTorch holds
+PyTorch's libgomp as well. Measured here (docs/measurements.md), both loaded at once give the same logits as an
+ncnn-only process, even with PyTorch computing in another thread; export still verifies ncnn files in a process
+of their own (``runtime.isolated``), and a test holds the in-process path to the isolated one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from runtime.backends.base import Backend
+
+
+def weights_path(param: Path) -> Path:
+    """model.ncnn.param -> model.ncnn.bin."""
+    return Path(param).with_suffix(".bin")
+
+
+def blob_names(param: Path) -> tuple[str, str]:
+    """The input blob (the Input layer's) and the output blob (the top no layer reads) of an ncnn .param file."""
+    lines = Path(param).read_text().split("\n")
+    if not lines or lines[0].strip() != "7767517":
+        raise ArtifactMismatch(f"{Path(param).name} is not an ncnn .param file (its magic number is missing).")
+    inputs, bottoms, tops = [], set(), []
+    for line in lines[2:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        kind, n_in, n_out = fields[0], int(fields[2]), int(fields[3])
+        ins, outs = fields[4:4 + n_in], fields[4 + n_in:4 + n_in + n_out]
+        bottoms.update(ins)
+        tops += outs
+        if kind == "Input":
+            inputs += outs
+    outputs = [t for t in tops if t not in bottoms]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ArtifactMismatch(f"{Path(param).name} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                               "resnet-edge runs one of each.")
+    return inputs[0], outputs[0]
+
+
+class NcnnBackend(Backend):
+    """``source`` is the ``.ncnn.param`` file. Options: ``threads`` (0: every core), ``winograd`` (default on, as
+    ncnn's; export records which is faster for the model in the row's ``details``), ``defaults`` (ncnn's own option
+    defaults, which choose fp16 storage where the CPU has it: the peer baseline)."""
+
+    name = "ncnn"
+
+    def _load(self) -> None:
+        import ncnn
+
+        if self.precision not in ("fp32", "fp16"):
+            raise InvalidInput(f"ncnn runs fp32 and fp16 files, not {self.precision}.")
+        weights = weights_path(self.source)
+        if not weights.is_file():
+            raise InvalidInput(f"ncnn: {self.source.name} needs its weights {weights.name} beside it.")
+        self.input_blob, self.output_blob = blob_names(self.source)
+        net = ncnn.Net()
+        threads = int(self.options.get("threads") or 0) or os.cpu_count() or 1
+        net.opt.num_threads = threads
+        if not self.options.get("defaults"):
+            fp16 = self.precision == "fp16"
+            net.opt.use_fp16_storage = fp16
+            net.opt.use_fp16_packed = fp16
+            net.opt.use_fp16_arithmetic = False
+            net.opt.use_bf16_storage = False
+            # Winograd pays on large maps; at 28 px the deep stages run 3x3 convs on 1x1 and 2x2 maps, where its
+            # tiles multiply the work (7.8 against 1.7 ms here). Export measures both and records the faster.
+            net.opt.use_winograd_convolution = bool(self.options.get("winograd", True))
+        if net.load_param(str(self.source)) != 0 or net.load_model(str(weights)) != 0:
+            raise ArtifactMismatch(f"ncnn could not load {self.source.name} with {weights.name}.")
+        self.net, self.ncnn = net, ncnn
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = np.empty((batch.shape[0], self.spec.num_classes), np.float32)
+        for i, image in enumerate(batch):
+            with self.net.create_extractor() as ex:
+                ex.input(self.input_blob, self.ncnn.Mat(np.ascontiguousarray(image)))
+                ret, logits = ex.extract(self.output_blob)
+                if ret != 0:
+                    raise ArtifactMismatch(f"ncnn could not compute {self.output_blob} (error {ret}).")
+                out[i] = np.array(logits).reshape(-1)
+        return out
+
+    def describe(self) -> str:
+        return f"ncnn {self.precision} ({'defaults' if self.options.get('defaults') else 'explicit precision'})"
+
+    @property
+    def effective_precision(self) -> str:
+        """ncnn's defaults store activations and weights in fp16 where the CPU converts them in hardware (x86
+        with AVX, F16C beside it; ARM with fp16 arithmetic): measured here, 2.7e-5 relative error on FP32 weights."""
+        if not self.options.get("defaults") or not getattr(self, "net", None) or not self.net.opt.use_fp16_storage:
+            return self.precision
+        return "fp16" if self.ncnn.cpu_support_x86_avx() or self.ncnn.cpu_support_arm_asimdhp() else self.precision
+
+    def _close(self) -> None:
+        self.net.clear()

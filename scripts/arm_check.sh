@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# `make arm-check`: golden-set parity (and predict on a few PNGs) of every torch-free format inside an emulated
+# aarch64 Debian, written to reports/arm/parity.json. Emulated timings mean nothing; only parity is reported.
+#
+# Needs root (or sudo), Debian's qemu-user-static and debootstrap, and the registries this project reaches (Debian's
+# arm64 packages, PyPI's aarch64 wheels of onnxruntime, ai-edge-litert and ncnn). The root is built once and kept in
+# $ARM_ROOT (default .arm-root/, ignored by git); later runs reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARTIFACTS=${ARTIFACTS:-artifacts}
+ARM_ROOT=${ARM_ROOT:-$PWD/.arm-root}
+LIMIT_FP=${ARM_LIMIT_FP:-200}     # golden images for the float formats (emulation is slow)
+LIMIT_INT8=${ARM_LIMIT_INT8:-1000} # and for INT8, whose 99% agreement bound needs them all
+OUT=reports/arm
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+
+[ -f "$ARTIFACTS/manifest.json" ] || { echo "No $ARTIFACTS/manifest.json: run 'make export' first." >&2; exit 2; }
+
+if ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null; then
+  echo "installing qemu-user-static and debootstrap"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq qemu-user-static debootstrap >/dev/null
+fi
+
+# The aarch64 binfmt entry qemu-user-static ships, registered where no systemd does it (containers).
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  conf=/usr/lib/binfmt.d/qemu-aarch64-static.conf
+  [ -f "$conf" ] || conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+  grep -v '^#' "$conf" | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null
+fi
+
+if [ ! -x "$ARM_ROOT/venv/bin/python" ]; then
+  echo "building an arm64 Debian bookworm in $ARM_ROOT (once; about 10 minutes under emulation)"
+  $SUDO debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates \
+    bookworm "$ARM_ROOT" http://deb.debian.org/debian >/dev/null
+fi
+# The host's name servers and CA bundle (a proxy's certificate may sit in it), so that pip in the root reaches PyPI.
+$SUDO cp /etc/resolv.conf "$ARM_ROOT/etc/resolv.conf"
+$SUDO mkdir -p "$ARM_ROOT/etc/ssl/certs" && $SUDO cp /etc/ssl/certs/ca-certificates.crt "$ARM_ROOT/etc/ssl/certs/"
+PIPENV="PIP_CERT=/etc/ssl/certs/ca-certificates.crt SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1"
+if [ ! -x "$ARM_ROOT/venv/bin/python" ]; then
+  $SUDO chroot "$ARM_ROOT" python3 -m venv /venv
+fi
+
+# The base install (torch-free) plus the runtimes of the torch-free edge formats, from this checkout.
+$SUDO rm -rf "$ARM_ROOT/src" "$ARM_ROOT/arts" && $SUDO mkdir -p "$ARM_ROOT/src" "$ARM_ROOT/out/png"
+git ls-files -z | tar --null -T - -cf - | $SUDO tar -xf - -C "$ARM_ROOT/src"
+$SUDO cp -r "$ARTIFACTS" "$ARM_ROOT/arts"
+$SUDO rm -rf "$ARM_ROOT/arts/triton"
+$SUDO chroot "$ARM_ROOT" /usr/bin/env $PIPENV /venv/bin/pip install -q '/src[openvino,litert,ncnn]'
+$SUDO chroot "$ARM_ROOT" /venv/bin/python -c \
+  "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)" \
+  || { echo "torch was installed in the arm64 root: the edge install must not pull it" >&2; exit 1; }
+
+# A few PNGs from the golden set, for predict.
+$SUDO chroot "$ARM_ROOT" /venv/bin/python - <<'EOF'
+import numpy as np
+from PIL import Image
+with np.load("/arts/golden.npz") as z:
+    for i, img in enumerate(z["images"][:8]):
+        Image.fromarray(img).save(f"/out/png/{i}.png")
+EOF
+
+echo "parity under emulation: float formats on $LIMIT_FP golden images, INT8 on $LIMIT_INT8"
+run() { $SUDO chroot "$ARM_ROOT" /usr/bin/env -i PATH=/venv/bin:/usr/bin:/bin HOME=/root /venv/bin/"$@"; }
+run resnet-edge parity /arts --reference golden --precision fp32,fp16 --limit "$LIMIT_FP" --json /out/parity_fp.json
+run resnet-edge parity /arts --reference golden --precision int8 --limit "$LIMIT_INT8" --json /out/parity_int8.json
+run resnet-edge predict /arts '/out/png/*.png' --backend litert --json /out/predict_litert.json
+run resnet-edge predict /arts '/out/png/*.png' --backend ncnn --json /out/predict_ncnn.json
+
+mkdir -p "$OUT"
+python3 - "$ARM_ROOT" "$OUT" "$LIMIT_FP" "$LIMIT_INT8" <<'EOF'
+import json, platform, subprocess, sys
+root, out, n_fp, n_int8 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def chroot(*cmd):
+    return subprocess.run(["chroot", root, *cmd], capture_output=True, text=True).stdout.strip()
+fp, q = (json.load(open(f"{root}/out/parity_{k}.json")) for k in ("fp", "int8"))
+machine = {"emulated": "aarch64 under qemu-user-static " + chroot("/usr/bin/env", "bash", "-c",
+                                                                  "dpkg-query -W -f='${Version}' libc6 || true"),
+           "uname_m": chroot("uname", "-m"), "debian": chroot("cat", "/etc/debian_version"),
+           "python": chroot("/venv/bin/python", "-c", "import platform; print(platform.platform())"),
+           "host": platform.processor() or platform.machine(),
+           "packages": chroot("/venv/bin/pip", "list", "--format=freeze").splitlines()}
+preds = {b: json.load(open(f"{root}/out/predict_{b}.json")) for b in ("litert", "ncnn")}
+report = {"machine": machine, "timings": "none: emulated timings mean nothing, so none are reported",
+          "images": {"float": n_fp, "int8": n_int8},
+          "passed": fp["passed"] and q["passed"], "rows": fp["rows"] + q["rows"],
+          "skipped": fp.get("skipped", []) + q.get("skipped", []),
+          "predict": {b: r["predictions"] for b, r in preds.items()}}
+json.dump(report, open(f"{out}/parity.json", "w"), indent=2)
+for r in report["rows"]:
+    print(f"{r['variant']:<32} {'passed' if r['passed'] else 'FAILED'}  max|d| {r['real']['max_abs']:.2e}  "
+          f"top-1 agreement {r['real']['top1_agreement']:.2%}")
+print(f"wrote {out}/parity.json ({'passed' if report['passed'] else 'FAILED'}; {machine['uname_m']}, emulated)")
+sys.exit(0 if report["passed"] else 1)
+EOF
