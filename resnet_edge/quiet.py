@@ -33,3 +33,22 @@ def quiet():
         for fd in saved:
             os.close(fd)
         root.setLevel(level)
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """What a C++ library writes to file descriptor 2 while the block runs, as a list that holds the text once the
+    block has ended (ncnn's parser says why a file did not load only there)."""
+    import tempfile
+
+    holder: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield holder
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            holder.append(tmp.read().decode(errors="replace"))

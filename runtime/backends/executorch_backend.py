@@ -22,8 +22,9 @@ class ExecuTorchBackend(Backend):
 
     def _load(self) -> None:
         import torch
-        from executorch.runtime import Runtime
 
+        with quiet():  # torchao, which it imports, reports its missing CUDA kernels on stderr
+            from executorch.runtime import Runtime
         if self.options.get("threads"):
             torch.set_num_threads(int(self.options["threads"]))
         with quiet():  # ExecuTorch's C++ logs its CPU probing to stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from resnet_edge.quiet import captured_stderr
 from runtime.backends.base import Backend
 
 
@@ -77,8 +78,11 @@ class NcnnBackend(Backend):
             # Winograd pays on large maps; at 28 px the deep stages run 3x3 convs on 1x1 and 2x2 maps, where its
             # tiles multiply the work (7.8 against 1.7 ms here). Export measures both and records the faster.
             net.opt.use_winograd_convolution = bool(self.options.get("winograd", True))
-        if net.load_param(str(self.source)) != 0 or net.load_model(str(weights)) != 0:
-            raise ArtifactMismatch(f"ncnn could not load {self.source.name} with {weights.name}.")
+        with captured_stderr() as said:
+            failed = net.load_param(str(self.source)) != 0 or net.load_model(str(weights)) != 0
+        if failed:
+            why = next((line.strip() for line in said[0].splitlines() if line.strip()), "no reason given")
+            raise ArtifactMismatch(f"The ncnn backend could not load {self.source.name} with {weights.name}: {why}.")
         self.net, self.ncnn = net, ncnn
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
