@@ -20,8 +20,7 @@ from runtime.backends.base import Backend
 def interpreter(path: str, threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
-    with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." per interpreter, from C++
-        return Interpreter(model_path=path, num_threads=threads or None)
+    return Interpreter(model_path=path, num_threads=threads or None)
 
 
 def tensor_types(path: str) -> dict[str, Any]:
@@ -91,7 +90,8 @@ class LiteRtBackend(Backend):
         detail = it.get_input_details()[0]
         if int(detail["shape"][0]) != batch:
             it.resize_tensor_input(detail["index"], [batch, *self.spec.chw], strict=True)
-        it.allocate_tensors()
+        with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", from C++, as the delegate applies
+            it.allocate_tensors()
         return it
 
     def _run(self, it, x: np.ndarray) -> np.ndarray:
