@@ -98,9 +98,10 @@ def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> l
         return [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"providers": providers, "threads": threads},
                         **common)]
     if name == "openvino":
-        found = [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"threads": threads}, **common)]
+        kind = "openvino IR" if art.format == "openvino" else name  # the same backend reads ONNX and IR: two labels
+        found = [Variant(name, art.path, art.precision, f"{kind} {art.tag}", {"threads": threads}, **common)]
         if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
-            found.append(Variant(name, art.path, "bf16", f"{name} bf16", {"threads": threads, "inference_precision": "bf16"},
+            found.append(Variant(name, art.path, "bf16", f"{kind} bf16", {"threads": threads, "inference_precision": "bf16"},
                                  art))
         return found
     if name == "torch":

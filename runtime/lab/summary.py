@@ -78,6 +78,8 @@ def build_summary(arts: Artifacts, variants: list[Variant], result: BenchResult,
         cls = precision_class(b1) if b1 else v.precision
         own = OWN_DEFAULTS.get((art.format, art.precision))
         own_b1, own_big = (_row(result, own, 1), _row(result, own, largest)) if own else (None, None)
+        if own_b1 and precision_class(own_b1) != cls:  # OpenVINO's defaults compute bf16 on this CPU: not this class
+            own_b1 = own_big = None
         strongest = result.best(1, peer=True, precision=cls, gpu=False)
         acc = big.accuracy if big and big.accuracy is not None else art.test_accuracy
         out.append(SummaryRow(
