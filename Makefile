@@ -73,8 +73,18 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# The suite's shared model and export are built once, first, with the product's own commands (the quick preset in
+# fp32, so that the run is deterministic; an export with a Triton repository); then two pytest workers share them
+# (tests/conftest.py reads RESNET_EDGE_TEST_CHECKPOINT and RESNET_EDGE_TEST_ARTIFACTS), so that the tests that wait
+# on servers, sockets and subprocesses overlap on the two cores.
+TEST_CACHE := .test-cache
 test: lint
-	$(BIN)/pytest -q
+	rm -rf $(TEST_CACHE)
+	$(BIN)/resnet-edge train --preset quick --amp none --out $(TEST_CACHE)/ckpt
+	$(BIN)/resnet-edge export $(TEST_CACHE)/ckpt/best.pt --out $(TEST_CACHE)/arts --calib-size 256 \
+	  --triton-repo $(TEST_CACHE)/arts/triton
+	RESNET_EDGE_TEST_CHECKPOINT=$(CURDIR)/$(TEST_CACHE)/ckpt/best.pt RESNET_EDGE_TEST_ARTIFACTS=$(CURDIR)/$(TEST_CACHE)/arts \
+	  $(BIN)/pytest -q -n 2
 
 gpu-check:
 	bash scripts/gpu_check.sh
