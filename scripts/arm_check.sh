@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ARTIFACTS=${ARTIFACTS:-artifacts}
 ARM_ROOT=${ARM_ROOT:-$PWD/.arm-root}
 LIMIT_FP=${ARM_LIMIT_FP:-100}     # golden images for the float formats (emulation is slow)
-LIMIT_INT8=${ARM_LIMIT_INT8:-500}  # and for INT8, whose 99% agreement bound needs hundreds
+LIMIT_INT8=${ARM_LIMIT_INT8:-1000} # and for INT8: its 0.5 pt accuracy bound is one image in 200, so all 1,000
 BACKENDS=${ARM_BACKENDS:-"onnxruntime litert ncnn openvino"}  # OpenVINO last: by far the slowest under qemu
 OUT=reports/arm
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
@@ -65,10 +65,11 @@ EOF
 echo "parity under emulation: float formats on $LIMIT_FP golden images, INT8 on $LIMIT_INT8, one backend at a time"
 run() { $SUDO chroot "$ARM_ROOT" /usr/bin/env -i PATH=/venv/bin:/usr/bin:/bin HOME=/root /venv/bin/"$@"; }
 for backend in $BACKENDS; do
+  # A failed variant (exit 1) is in its JSON and fails the report below; 2: no variant of that precision (ncnn INT8).
   run resnet-edge parity /arts --reference golden --backend "$backend" --precision fp32,fp16 --limit "$LIMIT_FP" \
-    --json "/out/parity_${backend}_fp.json"
+    --json "/out/parity_${backend}_fp.json" || [ $? = 1 ]
   run resnet-edge parity /arts --reference golden --backend "$backend" --precision int8 --limit "$LIMIT_INT8" \
-    --json "/out/parity_${backend}_int8.json" || [ $? = 2 ]  # 2: no INT8 variant on this backend (ncnn)
+    --json "/out/parity_${backend}_int8.json" || [ $? -le 2 ]
 done
 run resnet-edge predict /arts '/out/png/*.png' --backend litert --json /out/predict_litert.json
 run resnet-edge predict /arts '/out/png/*.png' --backend ncnn --json /out/predict_ncnn.json
