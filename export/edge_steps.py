@@ -19,10 +19,6 @@ from runtime.contract import Precision, Skipped
 from runtime.formats import FORMATS
 from runtime.outputs import run_batched
 
-EDGE_FORMATS = ("openvino", "litert", "ncnn", "executorch")
-LABELS = {"openvino": "OpenVINO IR", "litert": "LiteRT", "ncnn": "ncnn", "executorch": "ExecuTorch"}
-ISOLATED = {"ncnn"}  # verified in a process without torch (see runtime.backends.ncnn_backend)
-
 
 def parse_formats(text: str) -> tuple[str, ...] | None:
     """'all' (None: every format whose converter is installed), 'onnx' (none besides it), or a list."""
@@ -58,7 +54,7 @@ def logits(b, fmt: str, path: Path, precision: str, x=None, options: dict[str, A
     backend, spec, mb = FORMATS[fmt].backends[0], b.src.spec(), b.cfg.max_batch_size
     x = b.src.test_x if x is None else x
     opts = {"winograd": options["winograd"]} if options and "winograd" in options else {}
-    if fmt in ISOLATED:
+    if FORMATS[fmt].verify_apart:
         return run_isolated(backend, path, precision, spec, x, max_batch=mb, options=opts)
     with backends.create(backend, spec, path, precision=precision, max_batch=mb, **opts) as runner:
         return run_batched(runner.infer, x, mb)
@@ -180,6 +176,7 @@ def _guarded(fmt: str, precision: str, step: Callable) -> Callable:
 
 
 STEPS = {"openvino": openvino, "litert": litert, "ncnn": ncnn, "executorch": executorch}
+EDGE_FORMATS = tuple(STEPS)  # in export order
 
 
 def plan(cfg, skipped: list[Skipped]) -> list[tuple[str, Callable]]:
@@ -193,7 +190,7 @@ def plan(cfg, skipped: list[Skipped]) -> list[tuple[str, Callable]]:
         row = FORMATS[fmt]
         for p in cfg.precisions:
             if Precision(p) in row.precisions:
-                steps.append((f"{LABELS[fmt]} {p} + evaluation", _guarded(fmt, p, STEPS[fmt](p))))
+                steps.append((f"{row.title} {p} + evaluation", _guarded(fmt, p, STEPS[fmt](p))))
             else:
                 skipped.append(Skipped(fmt, f"{p}: {row.why_not.get(p, 'not a precision of this format')}."))
     return steps

@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from export import quantize, tensorrt
-from export.edge_steps import LABELS as EDGE_LABELS
 from export.edge_steps import check_requested
 from export.onnx import DEFAULT_OPSET, _check_opset
 from export.parity import ParityResult
@@ -40,7 +39,7 @@ from runtime.contract import (
     parse_manifest,
     write_manifest,
 )
-from runtime.formats import EXPORT_PRECISIONS
+from runtime.formats import EXPORT_PRECISIONS, FORMATS
 
 PRECISIONS = EXPORT_PRECISIONS
 FASHION_MNIST_TRAIN = 60_000
@@ -154,7 +153,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
         console.print(results_table(build.rows, src.fold, cfg.out, f"{len(src.labels):,} images of {src.evaluated}"))
         for s in skipped:
             what = {"tensorrt": "TensorRT engines", "aoti": "AOTInductor packages"}.get(s.format, s.format)
-            what = EDGE_LABELS.get(what, what)
+            what = FORMATS[what].title if what in FORMATS else what
             console.print(f"[yellow]skipped {what}:[/] {escape(s.reason)}")
         failures = [r for r in build.rows if r.status != "ok"]
         if failures:

@@ -38,6 +38,19 @@ class Format:
     runtime_needs_torch: bool
     summary: str
     why_not: dict[str, str] = field(default_factory=dict)  # precision -> why export does not build it in this format
+    label: str = ""  # how export's progress and the summary name it ("" : the name)
+    verify_apart: bool = False  # export verifies it in a process without torch (ncnn: see runtime.backends.ncnn_backend)
+    own_defaults: bool = False  # the lab runs the FP32 file on its backend with the runtime's defaults as a peer
+    held_against: dict[str, str] = field(default_factory=dict)  # precision -> the peer row the summary compares with
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    @property
+    def defaults_peer(self) -> str:
+        """The label of the peer row ``own_defaults`` adds."""
+        return f"peer: {self.title} defaults"
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,9 @@ class Backend:
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", (FP32, FP16, INT8), ("cpu", "cuda"), "export.onnx", ("onnxruntime", "openvino"),
            Triton("onnxruntime_onnx", "model.onnx", "onnx"), "", False,
-           "ONNX (FP16 by conversion, INT8 as QDQ with a uint8 CPU variant where it pays)"),
+           "ONNX (FP16 by conversion, INT8 as QDQ with a uint8 CPU variant where it pays)",
+           label="ONNX", held_against={"fp32": "peer: ONNX Runtime defaults",
+                                       "int8": "peer: ONNX Runtime quantize_static defaults"}),
     Format("tensorrt", ".engine", (FP32, FP16, INT8), ("cuda",), "export.tensorrt", ("tensorrt",),
            Triton("tensorrt_plan", "model.plan", "trt", "KIND_GPU"), "gpu", False,
            "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist"),
@@ -64,20 +79,27 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "OpenVINO IR (.xml + .bin), FP32 and INT8 (from our QDQ ONNX or from NNCF, whichever the held-out split "
            "prefers), so that a device loads IR instead of converting ONNX at start-up",
            {"fp16": "OpenVINO's CPU plugin computes an FP16 IR in fp32 (or bf16) after decompressing its weights at "
-                    "load; the FP32 IR with the bf16 hint is the faster reduced-precision path here"}),
+                    "load; the FP32 IR with the bf16 hint is the faster reduced-precision path here"},
+           label="OpenVINO IR",
+           held_against={"fp32": "peer: OpenVINO defaults", "int8": "peer: OpenVINO + NNCF INT8"}),
     Format("litert", ".tflite", (FP32, INT8), ("cpu",), "export.litert", ("litert",), None, "litert", False,
            "LiteRT (TFLite) flatbuffers from litert-torch: FP32, and full-integer INT8 (PT2E, int8 per-channel "
            "weights and int8 activations) on the XNNPACK interpreter",
            {"fp16": "LiteRT's CPU interpreter dequantizes fp16 weights to fp32 at load: the file halves and nothing "
-                    "runs in fp16 on x86"}),
+                    "runs in fp16 on x86"},
+           label="LiteRT", own_defaults=True,  # LiteRT has no INT8 default of its own: held against the strongest
+           held_against={"fp32": "peer: LiteRT defaults", "int8": "peer: OpenVINO + NNCF INT8"}),
     Format("ncnn", ".ncnn.param", (FP32, FP16), ("cpu",), "export.ncnn", ("ncnn",), None, "ncnn", False,
            "ncnn (.ncnn.param + .ncnn.bin) from pnnx, FP32 and FP16 storage",
            {"int8": "ncnn INT8 needs ncnn's ncnn2table and ncnn2int8 tools, which neither the ncnn nor the pnnx wheel "
-                    "ships, and pnnx writes no int8 models"}),
+                    "ships, and pnnx writes no int8 models"},
+           label="ncnn", verify_apart=True, own_defaults=True,
+           held_against={"fp16": "peer: ncnn defaults"}),  # ncnn's defaults store fp16: its fp16 row's class
     Format("executorch", ".pte", (FP32, INT8), ("cpu",), "export.executorch", ("executorch",), None, "executorch",
            True, "ExecuTorch programs lowered to the XNNPACK delegate, FP32 and INT8 (PT2E, per-channel symmetric); "
            "its Python runtime needs torch",
-           {"fp16": "XNNPACK runs fp16 only where the CPU has fp16 arithmetic (ARMv8.2), not on x86"}),
+           {"fp16": "XNNPACK runs fp16 only where the CPU has fp16 arithmetic (ARMv8.2), not on x86"},
+           label="ExecuTorch", held_against={"int8": "peer: OpenVINO + NNCF INT8"}),
     Format("torch", ".pt2", (FP32,), ("cpu", "cuda"), "export.program", ("torch",), None, "train", True,
            "a torch.export program of the folded model (run in fp32, bf16 or fp16 by the torch backend); the "
            "unfolded one beside it is the reference every artifact is held to"),

@@ -44,7 +44,13 @@ if [ ! -x "$ARM_ROOT/venv/bin/python" ]; then
 fi
 
 # The base install (torch-free) plus the runtimes of the torch-free edge formats, from this checkout.
-$SUDO rm -rf "$ARM_ROOT/src" "$ARM_ROOT/arts" "$ARM_ROOT/out" && $SUDO mkdir -p "$ARM_ROOT/src" "$ARM_ROOT/out/png"
+# Earlier runs' parity files are kept for the backends this run does not take (ARM_BACKENDS=openvino adds
+# OpenVINO to an earlier run's report), but only while the artifacts are the same ones.
+sum=$(sha256sum "$ARTIFACTS/manifest.json" | cut -d' ' -f1)
+[ "$(cat "$ARM_ROOT/out/manifest.sha256" 2>/dev/null)" = "$sum" ] || $SUDO rm -rf "$ARM_ROOT/out"
+for backend in $BACKENDS; do $SUDO rm -f "$ARM_ROOT/out/parity_${backend}_"*.json; done
+$SUDO rm -rf "$ARM_ROOT/src" "$ARM_ROOT/arts" && $SUDO mkdir -p "$ARM_ROOT/src" "$ARM_ROOT/out/png"
+echo "$sum" | $SUDO tee "$ARM_ROOT/out/manifest.sha256" >/dev/null
 git ls-files -z | tar --null -T - -cf - | $SUDO tar -xf - -C "$ARM_ROOT/src"
 $SUDO cp -r "$ARTIFACTS" "$ARM_ROOT/arts"
 $SUDO rm -rf "$ARM_ROOT/arts/triton"
@@ -75,29 +81,35 @@ run resnet-edge predict /arts '/out/png/*.png' --backend litert --json /out/pred
 run resnet-edge predict /arts '/out/png/*.png' --backend ncnn --json /out/predict_ncnn.json
 
 mkdir -p "$OUT"
-python3 - "$ARM_ROOT" "$OUT" "$LIMIT_FP" "$LIMIT_INT8" <<'EOF'
+python3 - "$ARM_ROOT" "$OUT" <<'EOF'
 import json, platform, subprocess, sys
-root, out, n_fp, n_int8 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+root, out = sys.argv[1], sys.argv[2]
 def chroot(*cmd):
     return subprocess.run(["chroot", root, *cmd], capture_output=True, text=True).stdout.strip()
 import glob
-runs = [json.load(open(f)) for f in sorted(glob.glob(f"{root}/out/parity_*_*.json"))]
-machine = {"emulated": "aarch64 under qemu-user-static " + chroot("/usr/bin/env", "bash", "-c",
-                                                                  "dpkg-query -W -f='${Version}' libc6 || true"),
+files = sorted(glob.glob(f"{root}/out/parity_*_*.json"))
+runs = [json.load(open(f)) for f in files]
+qemu = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "qemu-user-static"], capture_output=True, text=True)
+machine = {"emulated": f"aarch64 under Debian's qemu-user-static {qemu.stdout.strip() or '(version unknown)'}",
+           "libc": chroot("/usr/bin/env", "bash", "-c", "dpkg-query -W -f='${Version}' libc6 || true"),
            "uname_m": chroot("uname", "-m"), "debian": chroot("cat", "/etc/debian_version"),
            "python": chroot("/venv/bin/python", "-c", "import platform; print(platform.platform())"),
            "host": platform.processor() or platform.machine(),
            "packages": chroot("/venv/bin/pip", "list", "--format=freeze").splitlines()}
 preds = {b: json.load(open(f"{root}/out/predict_{b}.json")) for b in ("litert", "ncnn")}
 report = {"machine": machine, "timings": "none: emulated timings mean nothing, so none are reported",
-          "images": {"float": n_fp, "int8": n_int8},
+          "images": {f.rsplit("/", 1)[1].removeprefix("parity_").removesuffix(".json"): r["n_real"]
+                     for f, r in zip(files, runs)},  # golden images per backend and precision class
           "passed": bool(runs) and all(r["passed"] for r in runs), "rows": [row for r in runs for row in r["rows"]],
           "skipped": sorted({line for r in runs for line in r.get("skipped", [])}),
+          "not_run": sorted({"onnxruntime", "litert", "ncnn", "openvino"}
+                            - {f.rsplit("/", 1)[1].split("_")[1] for f in files}),
           "predict": {b: r["predictions"] for b, r in preds.items()}}
 json.dump(report, open(f"{out}/parity.json", "w"), indent=2)
 for r in report["rows"]:
     print(f"{r['variant']:<32} {'passed' if r['passed'] else 'FAILED'}  max|d| {r['real']['max_abs']:.2e}  "
-          f"top-1 agreement {r['real']['top1_agreement']:.2%}")
+          f"max rel {r['real']['max_rel']:.2e}  top-1 agreement {r['real']['top1_agreement']:.2%}  "
+          f"Δacc {r['real']['delta_acc_pt']:+.2f} pt")
 print(f"wrote {out}/parity.json ({'passed' if report['passed'] else 'FAILED'}; {machine['uname_m']}, emulated)")
 sys.exit(0 if report["passed"] else 1)
 EOF

@@ -36,7 +36,10 @@ def tensor_types(path: str) -> dict[str, Any]:
     conv_types = sorted({f"{dtype(op['inputs'][0])}x{dtype(op['inputs'][1])}->{dtype(op['outputs'][0])}"
                          for op in convs})
     ops = sorted({op["op_name"] for op in it._get_ops_details()})
-    return {"conv_ops": len(convs), "conv_types": conv_types, "ops": ops,
+    # Ops that compute in float: none in a full-integer file (a DEQUANTIZE -> ADD -> QUANTIZE island is not one)
+    float_ops = sorted({op["op_name"] for op in it._get_ops_details() if op["op_name"] != "DELEGATE"
+                        and any(dtype(o) == "float32" for o in op["outputs"])})
+    return {"conv_ops": len(convs), "conv_types": conv_types, "ops": ops, "float_ops": float_ops,
             "input_type": np.dtype(it.get_input_details()[0]["dtype"]).name,
             "output_type": np.dtype(it.get_output_details()[0]["dtype"]).name}
 
@@ -85,6 +88,9 @@ class LiteRtBackend(Backend):
                              for i, b in enumerate(sizes)}
         self._in = _Quantized(first.get_input_details()[0])
         self._out = _Quantized(first.get_output_details()[0])
+        # get_*_details() builds its dicts on every call: the indices once (every interpreter of a file shares them)
+        self._in_index = int(first.get_input_details()[0]["index"])
+        self._out_index = int(first.get_output_details()[0]["index"])
 
     def _prepare(self, it, batch: int):
         detail = it.get_input_details()[0]
@@ -95,9 +101,9 @@ class LiteRtBackend(Backend):
         return it
 
     def _run(self, it, x: np.ndarray) -> np.ndarray:
-        it.set_tensor(it.get_input_details()[0]["index"], self._in.quantize(x))
+        it.set_tensor(self._in_index, self._in.quantize(x))
         it.invoke()
-        return self._out.dequantize(it.get_tensor(it.get_output_details()[0]["index"]))
+        return self._out.dequantize(it.get_tensor(self._out_index))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.per_image:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime import backends
+from runtime.formats import FORMATS
 from runtime.spec import Artifacts
 from runtime.variants import Variant
 
@@ -94,11 +95,11 @@ def _edge_defaults(arts: Artifacts, threads: int) -> list[Variant]:
     when the batch changes, ncnn with its own option defaults (which pick fp16 or bf16 storage where the CPU has
     them, so it is compared in the class it computes in)."""
     found = []
-    for fmt, backend, label in (("litert", "litert", "peer: LiteRT defaults"), ("ncnn", "ncnn", "peer: ncnn defaults")):
-        art = arts.find(fmt, "fp32")
+    for row in (f for f in FORMATS.values() if f.own_defaults):
+        art, backend = arts.find(row.name, "fp32"), row.backends[0]
         if art is not None and backends.unavailable_reason(backend) is None:
-            found.append(Variant(backend, art.path, "fp32", label, {"defaults": True, "threads": threads}, art,
-                                 peer=True))
+            found.append(Variant(backend, art.path, "fp32", row.defaults_peer, {"defaults": True, "threads": threads},
+                                 art, peer=True))
     return found
 
 

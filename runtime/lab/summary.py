@@ -27,13 +27,6 @@ from runtime.parity import ParityReport
 from runtime.spec import Artifacts
 from runtime.variants import Variant
 
-# The peer each format is held against first: its own runtime's defaults, by the peer's label.
-OWN_DEFAULTS = {("litert", "fp32"): "peer: LiteRT defaults", ("litert", "int8"): "peer: OpenVINO + NNCF INT8",
-                ("ncnn", "fp16"): "peer: ncnn defaults",  # ncnn's defaults store fp16: its fp16 row's class
-                ("openvino", "fp32"): "peer: OpenVINO defaults", ("openvino", "int8"): "peer: OpenVINO + NNCF INT8",
-                ("onnx", "fp32"): "peer: ONNX Runtime defaults",
-                ("onnx", "int8"): "peer: ONNX Runtime quantize_static defaults"}
-
 
 @dataclass(frozen=True)
 class SummaryRow:
@@ -76,7 +69,7 @@ def build_summary(arts: Artifacts, variants: list[Variant], result: BenchResult,
         art, check = v.artifact, checks.get(v.label)
         b1, big = _row(result, v.label, 1), _row(result, v.label, largest)
         cls = precision_class(b1) if b1 else v.precision
-        own = OWN_DEFAULTS.get((art.format, art.precision))
+        own = FORMATS[art.format].held_against.get(art.precision) if art.format in FORMATS else None
         own_b1, own_big = (_row(result, own, 1), _row(result, own, largest)) if own else (None, None)
         if own_b1 and precision_class(own_b1) != cls:  # OpenVINO's defaults compute bf16 on this CPU: not this class
             own_b1 = own_big = None

@@ -32,10 +32,22 @@ def model(trained_ckpt):
 
 
 @pytest.fixture(scope="module")
-def cpu_package(model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("aoti") / "resnet18_fp32_cpu.pt2"
-    build_package(fold_batchnorm(model), out, precision="fp32", device="cpu", chw=(1, 28, 28), max_batch=16)
-    return model, out
+def aoti_export(trained_ckpt, tmp_path_factory):
+    """One `export --aoti` (a CPU package here, the ONNX FP32 beside it), which every CPU test here reads: an AOTI
+    compile costs about a minute on two cores."""
+    tmp = tmp_path_factory.mktemp("aoti")
+    res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(trained_ckpt), "--out", str(tmp / "arts"),
+                          "--aoti", "--precision", "fp32", "--formats", "onnx",
+                          "--triton-repo", str(tmp / "triton")], capture_output=True, text=True, timeout=900)
+    return tmp, res
+
+
+@pytest.fixture(scope="module")
+def cpu_package(model, aoti_export):
+    tmp, res = aoti_export
+    assert res.returncode == 0, res.stderr
+    (row,) = [a for a in load_artifacts(tmp / "arts").manifest.artifacts if a.format == "aoti"]
+    return model, tmp / "arts" / row.path
 
 
 def test_package_runs_like_the_checkpoint(cpu_package, arts, fmnist):
@@ -67,18 +79,16 @@ def test_package_from_another_torch_or_device_is_refused(cpu_package, arts, tmp_
     sidecar_path(copy).write_text(json.dumps(side))
     with pytest.raises(InvalidInput, match="holds a fp32 model, not bf16"):
         AotiBackend(arts.spec, copy, precision="bf16").load()
-    with pytest.raises(InvalidInput, match="exceeds the 16"):
-        AotiBackend(arts.spec, copy, precision="fp32", max_batch=64).load()
+    with pytest.raises(InvalidInput, match="exceeds the 64"):  # export compiles for its --max-batch-size
+        AotiBackend(arts.spec, copy, precision="fp32", max_batch=128).load()
     sidecar_path(copy).unlink()
     with pytest.raises(ArtifactMismatch, match="no readable sidecar"):
         AotiBackend(arts.spec, copy, precision="fp32").load()
 
 
-def test_export_with_aoti_records_the_package_and_parity_runs_it(trained_ckpt, tmp_path):
+def test_export_with_aoti_records_the_package_and_parity_runs_it(aoti_export):
+    tmp_path, res = aoti_export
     out = tmp_path / "arts"
-    res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(trained_ckpt), "--out", str(out), "--aoti",
-                          "--no-cpu-int8", "--formats", "onnx", "--calib-size", "128", "--triton-repo", str(tmp_path / "triton")],
-                         capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     arts = load_artifacts(out)  # every hash checks, the package's included
     (row,) = [a for a in arts.manifest.artifacts if a.format == "aoti"]

@@ -43,7 +43,7 @@ def test_every_edge_format_is_exported_and_passes_its_precisions_row(manifest):
 
 def test_litert_int8_computes_its_convolutions_in_int8(manifest):
     d = _row(manifest, "litert", "int8").details
-    assert d["conv_ops"] >= 20 and d["conv_types"] == ["int8xint8->int8"], d
+    assert d["conv_ops"] >= 20 and d["conv_types"] == ["int8xint8->int8"] and d["float_ops"] == [], d  # full-integer
     assert _row(manifest, "litert", "fp32").details["conv_types"] == ["float32xfloat32->float32"]
 
 

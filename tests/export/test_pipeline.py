@@ -197,7 +197,8 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         if marker:
             (repo / name / "resnet_edge.json").write_text(json.dumps(marker))
-    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo), "--formats", "onnx")
+    res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo), "--formats",
+               "onnx", "--limit", "2000")
     assert res.returncode == 0, res.stderr
     for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
