@@ -74,16 +74,17 @@ def _int8_opts(b: Build) -> quantize.Int8Options:
     return quantize.Int8Options(calibration=b.cfg.calib_method)
 
 
-def _int8_extra(b: Build, opts: quantize.Int8Options) -> dict[str, Any]:
+def _int8_extra(b: Build, opts: quantize.Int8Options, path: Path) -> dict[str, Any]:
     return {"activations": opts.activations.value, "calibration": opts.calibration.value,
-            "calibration_images": len(b.src.calib_x), "weight_bits": 7 if opts.reduce_range else 8}
+            "calibration_images": len(b.src.calib_x), "weight_bits": 7 if opts.reduce_range else 8,
+            "details": {"float_nodes": quantize.float_nodes(path)}}
 
 
 def onnx_int8(b: Build) -> None:
     opts = _int8_opts(b)
     path, seconds = timed(quantize.to_int8, b.onnx["fp32"], b.file("int8.onnx"), b.src.calib_x, opts)
     b.onnx["int8"] = path
-    b.onnx_row(path, "int8", seconds, **_int8_extra(b, opts))
+    b.onnx_row(path, "int8", seconds, **_int8_extra(b, opts, path))
 
 
 def onnx_int8_cpu(b: Build) -> None:
@@ -98,7 +99,7 @@ def onnx_int8_cpu(b: Build) -> None:
     opts = replace(_int8_opts(b), activations=quantize.Activations.U8)
     s8_path = b.onnx["int8"]
     u8_path, seconds = timed(quantize.to_int8, b.onnx["fp32"], b.file("int8_cpu.onnx"), src.calib_x, opts)
-    u8 = b.onnx_row(u8_path, "int8", seconds, target="cpu", **_int8_extra(b, opts))
+    u8 = b.onnx_row(u8_path, "int8", seconds, target="cpu", **_int8_extra(b, opts, u8_path))
     s8_ms, u8_ms = interleaved_latency_ms([s8_path, u8_path], src.heldout_x[:64])
     s8_held = compare(src.heldout_ref, ort_logits(s8_path, src.heldout_x), "int8", src.heldout_labels)
     u8_held = compare(src.heldout_ref, ort_logits(u8_path, src.heldout_x), "int8", src.heldout_labels)

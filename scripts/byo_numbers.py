@@ -11,6 +11,12 @@
    the 20,000 training images: its accuracy on the 10,000 val images.
 
     python scripts/byo_numbers.py --out reports/byo      (about 15 minutes on 2 cores)
+
+With --summary (issue 20), the ResNet-50 alone, exported to every format in FP32 and FP16 (a random-weight model
+cannot pass the INT8 gate) on a small folder (100 training and 50 val images a class), and `bench --summary` on it:
+reports/byo/summary50/summary.{md,csv,json,png}.
+
+    python scripts/byo_numbers.py --out reports/byo --summary      (about 25 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -42,12 +48,12 @@ def sh(args: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def write_folder(root: Path, per_class: int) -> None:
+def write_folder(root: Path, per_class: int, val_per_class: int | None = None) -> None:
     if (root / "val").is_dir():
         return
     a = fmnist.load_arrays()
     for split, images, labels, keep in (("train", a.train_images, a.train_labels, per_class),
-                                        ("val", a.test_images, a.test_labels, None)):
+                                        ("val", a.test_images, a.test_labels, val_per_class)):
         for c, name in enumerate(fmnist.CLASS_NAMES):
             d = root / split / f"{c}_{name.replace('/', '_').replace(' ', '_')}"
             d.mkdir(parents=True, exist_ok=True)
@@ -79,9 +85,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("reports/byo"))
     ap.add_argument("--per-class", type=int, default=2000)
+    ap.add_argument("--summary", action="store_true", help="only the ResNet-50's summary table of every format")
     args = ap.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.summary:
+        return summary50(out)
     folder = out / "fmnist_rgb"
     figures: dict = {"machine": "this host's CPU (2 cores, AMD EPYC), torch " + torch.__version__}
     t0 = time.perf_counter()
@@ -125,6 +134,26 @@ def main() -> None:
     figures["r18_finetune_accuracy"] = json.loads((out / "ft18_eval.json").read_text())["accuracy"]
     (out / "byo.json").write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
+
+
+def summary50(out: Path) -> None:
+    folder = out / "fmnist_rgb_small"
+    write_folder(folder, 100, 50)
+    torch.manual_seed(0)
+    w50 = random_torchvision_weights(resnet50(in_channels=3, num_classes=10), folder, 224, 256, out / "r50s.pth")
+    ck50, arts = out / "r50s.pt", out / "art50s"
+    figures = {"import_s": sh(CLI + ["import", str(w50), "--arch", "resnet50", "--num-classes", "10", "--image-size",
+                                     "224", "--data", str(folder), "--out", str(ck50)], out / "r50s_import.log")}
+    export = ["export", str(ck50), "--out", str(arts), "--data", str(folder), "--precision", "fp32,fp16",
+              "--formats", "onnx,openvino,litert,ncnn,executorch", "--no-aoti"]
+    figures["export_s"] = sh(CLI + export, out / "r50s_export.log")
+    bench = ["bench", str(arts), "--summary", "--summary-dir", str(out / "summary50"), "--batch", "1,8",
+             "--warmup", "0.5s", "--duration", "2s", "--rounds", "3", "--accuracy-images", "500"]
+    figures["bench_s"] = sh(CLI + bench, out / "r50s_bench.log")
+    figures["commands"] = ["resnet-edge " + " ".join(export), "resnet-edge " + " ".join(bench)]
+    (out / "summary50.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+    print((out / "summary50" / "summary.md").read_text())
 
 
 def int8_agreement(arts: Path, ckpt: Path, folder: Path) -> dict:

@@ -37,7 +37,7 @@ def aoti_export(trained_ckpt, tmp_path_factory):
     compile costs about a minute on two cores."""
     tmp = tmp_path_factory.mktemp("aoti")
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "export", str(trained_ckpt), "--out", str(tmp / "arts"),
-                          "--aoti", "--precision", "fp32", "--formats", "onnx",
+                          "--aoti", "--precision", "fp32", "--formats", "onnx", "--limit", "1000",
                           "--triton-repo", str(tmp / "triton")], capture_output=True, text=True, timeout=900)
     return tmp, res
 

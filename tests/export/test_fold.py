@@ -103,7 +103,8 @@ def test_folding_on_real_test_images(trained_ckpt, fmnist):
     model = load_model(trained_ckpt)
     cfg = model.config
     kw = dict(mean=cfg.mean, std=cfg.std, image_size=cfg.image_size)
-    stats = compare(predict(model, fmnist.test, **kw).numpy(), predict(fold_batchnorm(model), fmnist.test, **kw).numpy(),
-                    labels=fmnist.test.labels.numpy())
+    test = fmnist.test.subset(3000)  # export itself checks the fold on every evaluation image (manifest "fold")
+    stats = compare(predict(model, test, **kw).numpy(), predict(fold_batchnorm(model), test, **kw).numpy(),
+                    labels=test.labels.numpy())
     assert stats.max_rel <= FOLD_RTOL
-    assert stats.top1_agreement == 1.0 and stats.n == 10_000
+    assert stats.top1_agreement == 1.0 and stats.n == 3000

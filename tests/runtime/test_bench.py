@@ -188,7 +188,7 @@ def test_cli_bench_writes_json_csv_plot(arts, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "resnet_edge", "bench", str(arts.root), "--backend", "onnxruntime", "--precision",
          "fp32,int8", "--batch", "1,4", "--warmup", "10ms", "--duration", "60ms", "--rounds", "2", "--peers",
-         "--roofline", "--accuracy-images", "500", "--threads", "1",
+         "--roofline", "--accuracy-images", "200", "--threads", "1",
          "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv"), "--plot", str(tmp_path / "b.png")],
         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -27,13 +27,14 @@ def test_compare_applies_the_precision_table():
 
 def test_every_available_cpu_backend_on_real_images(arts):
     # The ONNX files on the ONNX family, and torch; the edge formats (OpenVINO IR included) are held to the same
-    # table over the same 10,000 images by export itself, and on the golden set in tests/export/test_edge_formats.py
+    # table over the same images by export itself, and on the golden set in tests/export/test_edge_formats.py
     # and tests/runtime/test_edge.py.
     variants, skipped = plan(arts, parse_backends("torch,onnxruntime,openvino"))
     variants = [v for v in variants if v.source.suffix != ".xml"]  # OpenVINO IR: export verified it on these images
     assert {v.backend for v in variants} >= {"torch", "onnxruntime"}
-    ref = choose_reference(arts, use="pytorch")  # all 10,000: INT8 agreement on a small subset is noisy
-    assert len(ref.x) == 10_000 and ref.program is not None
+    # 2,000 real test images, twice the golden set: INT8 agreement on a few hundred is noisy (one image: 0.05 pt)
+    ref = choose_reference(arts, use="pytorch", limit=2000)
+    assert len(ref.x) == 2000 and ref.program is not None
     report = run_parity(arts, variants, ref, n_random=64)
     assert {r.precision for r in report.rows} >= {"fp32", "fp16", "int8"}
     for r in report.rows:  # every variant, INT8 included, against the product's own table

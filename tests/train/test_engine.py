@@ -14,6 +14,8 @@ from train.engine import lr_at, train
 # Small but real: the first 1,024 training and 500 test images of Fashion-MNIST.
 TINY = replace(PRESETS["quick"], epochs=2, batch_size=128, limit_train=1024, limit_test=500,
                amp="none", channels_last=False, threads=2, lr=0.1)
+# Resuming is about state, not learning: three batches an epoch are enough to tell a wrong resume from a right one.
+STEPS = replace(TINY, limit_train=384, limit_test=128)
 
 
 def test_presets_and_overrides():
@@ -92,10 +94,10 @@ def _same_weights(a, b):
 def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settings):
     import train.amp as amp
 
-    cfg = TINY
+    cfg = STEPS
     if settings == "quick-preset":  # the quick preset's own amp and memory format, as `make train` runs it
         q = PRESETS["quick"]
-        cfg = replace(TINY, amp=q.amp, channels_last=q.channels_last)
+        cfg = replace(STEPS, amp=q.amp, channels_last=q.channels_last)
         # The amp probe times real steps; make it answer bf16 once and fp32 after, so a resumed run
         # that probed again would switch precision half-way.
         answers = iter([True] + [False] * 10)
@@ -115,29 +117,29 @@ def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settin
 
 def test_resume_restores_the_saved_rng_state(fmnist, tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tmp_path, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
+        train(STEPS, tmp_path, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
     ckpt = load_checkpoint(tmp_path / "last.pt")
     saved = torch.manual_seed(4242).get_state()  # a state the run itself would never reach
     torch.save({**ckpt, "rng_state": saved}, tmp_path / "last.pt")
     torch.manual_seed(0)
     seen = []
-    train(TINY, tmp_path, data=fmnist, resume=True, on_epoch_end=lambda ep: seen.append(torch.get_rng_state()))
+    train(STEPS, tmp_path, data=fmnist, resume=True, on_epoch_end=lambda ep: seen.append(torch.get_rng_state()))
     assert torch.equal(seen[0], saved)  # nothing in training draws from the global generator meanwhile
 
 
 def test_resume_guards(fmnist, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        train(TINY, tmp_path, data=fmnist, resume=True)
+        train(STEPS, tmp_path, data=fmnist, resume=True)
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tmp_path, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
+        train(STEPS, tmp_path, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
     with pytest.raises(InvalidInput, match=r"other settings \(lr\)"):
-        train(replace(TINY, lr=0.5), tmp_path, data=fmnist, resume=True)
+        train(replace(STEPS, lr=0.5), tmp_path, data=fmnist, resume=True)
     # Another --epochs would stretch the schedule under a half-trained model: refused in one sentence.
     with pytest.raises(InvalidInput, match="follows a 2-epoch learning-rate schedule; resume with --epochs 2"):
-        train(replace(TINY, epochs=8), tmp_path, data=fmnist, resume=True)
-    train(TINY, tmp_path, data=fmnist, resume=True)
+        train(replace(STEPS, epochs=8), tmp_path, data=fmnist, resume=True)
+    train(STEPS, tmp_path, data=fmnist, resume=True)
     with pytest.raises(InvalidInput, match="already finished epoch 2 of 2"):
-        train(TINY, tmp_path, data=fmnist, resume=True)
+        train(STEPS, tmp_path, data=fmnist, resume=True)
 
 
 def test_cli_resume_with_other_epochs_is_one_sentence(fmnist, tmp_path):
