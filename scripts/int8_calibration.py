@@ -12,16 +12,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from export import quantize
-from export.parity import parity
+from export.parity import compare
 from export.pipeline import ExportConfig
-from export.source import GOLDEN_N
-from resnet_edge.fmnist import training_split
+from export.source import GOLDEN_N, ExportSource
 from runtime.lab import peers
-from train.checkpoint import load_model
-from train.data import load_fashion_mnist, to_input
 
 EVERY = {"float_ends": False}  # every layer in int8, the stem conv and the classifier included (the default until
 # issue 20's third session)
@@ -53,31 +49,25 @@ def logits_openvino(path: Path, x: np.ndarray) -> np.ndarray:
 def main() -> None:
     ckpt = Path(sys.argv[1] if len(sys.argv) > 1 else "checkpoints/best.pt")
     fp32 = Path(sys.argv[2] if len(sys.argv) > 2 else "artifacts/resnet18_fp32.onnx")
-    model, cfg = load_model(ckpt), ExportConfig()
-    m = model.config
-    data = load_fashion_mnist()
-    calib_idx, held_idx = training_split(len(data.train), cfg.calib_size, cfg.heldout_size, cfg.seed)
-
-    def inputs(images):
-        return to_input(images, m.mean, m.std, m.image_size).numpy()
-
-    calib = inputs(data.train.images[calib_idx])
-    sets = {"held-out": (inputs(data.train.images[held_idx]), data.train.labels[held_idx].numpy()),
-            "test": (inputs(data.test.images), data.test.labels.numpy())}
+    cfg = ExportConfig()
+    src = ExportSource.load(ckpt)  # the images export itself calibrates on, holds out and evaluates on
+    src.load_data(data_dir=None, folder=None, limit=None, calib_size=cfg.calib_size, heldout_size=cfg.heldout_size,
+                  seed=cfg.seed)
+    src.reference()
+    calib = src.calib_x
+    sets = {"held-out": (src.heldout_x, src.heldout_labels), "test": (src.test_x, src.labels)}
+    refs = {"held-out": src.heldout_ref, "test": src.ref}
     golden = GOLDEN_N  # the first test images: the golden set that parity runs on devices
-    with torch.inference_mode():
-        refs = {k: np.concatenate([model(torch.from_numpy(x[i:i + 500])).numpy() for i in range(0, len(x), 500)])
-                for k, (x, _) in sets.items()}
 
     def cells(path: Path, runners=(logits_ort, logits_openvino)) -> list[str]:
         out = []
         for name, (x, y) in sets.items():
             for run in runners:
                 got = run(path, x)
-                s = parity(refs[name], got, y)
+                s = compare(refs[name], got, "int8", y)
                 out.append(f"{s.accuracy:.2%} / {s.top1_agreement:.2%}")
                 if name == "test":
-                    g = parity(refs[name][:golden], got[:golden], y[:golden])
+                    g = compare(refs[name][:golden], got[:golden], "int8", y[:golden])
                     out.append(f"{g.top1_agreement:.1%}")
         return out
 
@@ -94,7 +84,7 @@ def main() -> None:
     for pre in (False, True):
         path = quantize.to_int8(fp32, tmp / f"pre_{pre}.onnx", calib, quantize.Int8Options(percentile=99.999,
                                                                                             preprocess=pre))
-        s = parity(refs["test"], logits_ort(path, sets["test"][0]), sets["test"][1])
+        s = compare(refs["test"], logits_ort(path, sets["test"][0]), "int8", sets["test"][1])
         print(f"quant_pre_process={pre}: test accuracy {s.accuracy:.2%}, agreement {s.top1_agreement:.2%} (ORT)")
 
 
