@@ -16,7 +16,7 @@ With --summary (issue 20), the ResNet-50 alone, exported to every format in FP32
 cannot pass the INT8 gate) on a small folder (100 training and 50 val images a class), and `bench --summary` on it:
 reports/byo/summary50/summary.{md,csv,json,png}.
 
-    python scripts/byo_numbers.py --out reports/byo --summary      (about 25 minutes on 2 cores)
+    python scripts/byo_numbers.py --out reports/byo --summary      (not yet run to the end: see docs/measurements.md)
 """
 
 from __future__ import annotations
