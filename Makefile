@@ -84,7 +84,8 @@ lint: setup
 # with its schedule shortened to 2 epochs, in fp32 so that the run is deterministic (~90% accurate), and an export
 # of every format with a Triton repository, evaluated on the first 2,000 test images. Two pytest workers then share
 # them (tests/conftest.py reads RESNET_EDGE_TEST_CHECKPOINT and RESNET_EDGE_TEST_ARTIFACTS), so that the tests that
-# wait on servers, sockets and subprocesses overlap on the two cores.
+# wait on servers, sockets and subprocesses overlap on the two cores (their OpenMP threads wait passively: see
+# tests/conftest.py). --durations prints where the time went.
 TEST_CACHE := .test-cache
 test: lint
 	rm -rf $(TEST_CACHE)
@@ -92,7 +93,7 @@ test: lint
 	$(BIN)/resnet-edge export $(TEST_CACHE)/ckpt/best.pt --out $(TEST_CACHE)/arts --calib-size 256 --limit 2000 \
 	  --triton-repo $(TEST_CACHE)/arts/triton
 	RESNET_EDGE_TEST_CHECKPOINT=$(CURDIR)/$(TEST_CACHE)/ckpt/best.pt RESNET_EDGE_TEST_ARTIFACTS=$(CURDIR)/$(TEST_CACHE)/arts \
-	  $(BIN)/pytest -q -n 2
+	  $(BIN)/pytest -q -n 2 --durations=25
 
 gpu-check:
 	bash scripts/gpu_check.sh

@@ -84,8 +84,8 @@ def ncnn(precision: str) -> Callable:
 
         out = b.file(f"{precision}.ncnn.param")
         details, seconds = timed(builder.build, b.src.folded, out, chw=b.src.chw, precision=precision)
-        x = b.src.heldout_x if len(b.src.heldout_x) else b.src.calib_x
-        details.update(builder.winograd_decision(out, precision, b.src.spec(), x[:8]))
+        x = b.src.heldout_x if len(b.src.heldout_x) else b.src.calib_x  # export loads a few for this at least
+        details.update(builder.winograd_decision(out, precision, b.src.spec(), x[:builder.WINOGRAD_IMAGES]))
         verify(b, "ncnn", out, precision, seconds, details, sidecar=weights_path(out).name)
     return step
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from resnet_edge.errors import ArtifactMismatch
 
+WINOGRAD_IMAGES = 8  # held-out training images the winograd decision times
+
 
 def unavailable_reason() -> str | None:
     for package in ("pnnx", "ncnn"):
@@ -82,4 +84,4 @@ def winograd_decision(param: Path, precision: str, spec, images) -> dict[str, An
     ms = {w: float(np.median(m)) * 1e3 for w, m in medians.items()}
     return {"winograd": ms[True] < ms[False], "winograd_ms_per_image": round(ms[True], 3),
             "no_winograd_ms_per_image": round(ms[False], 3),
-            "winograd_rule": "the faster per image over 5 interleaved rounds on 8 training images"}
+            "winograd_rule": f"the faster per image over 5 interleaved rounds on {len(images)} training images"}

@@ -109,9 +109,18 @@ def _validate(cfg: ExportConfig) -> None:
     _check_output_dir(cfg.out)
 
 
-def _decides(cfg: ExportConfig) -> bool:
-    """Whether an export decision needs the held-out split: the uint8 CPU variant, or OpenVINO's INT8 quantizer."""
-    return cfg.cpu_int8_variant or (cfg.int8_quantizer == "auto" and (cfg.formats is None or "openvino" in cfg.formats))
+def _heldout_size(cfg: ExportConfig, int8: bool) -> int:
+    """How many held-out training images export's decisions need: the whole split for the INT8 ones (the uint8 CPU
+    variant, OpenVINO's INT8 quantizer), and a few for ncnn's winograd timing, which an FP32/FP16-only export
+    also takes."""
+    from export.ncnn import WINOGRAD_IMAGES
+
+    def wanted(fmt: str) -> bool:
+        return cfg.formats is None or fmt in cfg.formats
+
+    if int8 and (cfg.cpu_int8_variant or (cfg.int8_quantizer == "auto" and wanted("openvino"))):
+        return cfg.heldout_size
+    return WINOGRAD_IMAGES if wanted("ncnn") else 0
 
 
 def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
@@ -126,7 +135,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
 
     def load_data(console=None) -> None:
         src.load_data(data_dir=cfg.data_dir, folder=cfg.data, limit=cfg.limit, calib_size=cfg.calib_size if int8 else 0,
-                      heldout_size=cfg.heldout_size if int8 and _decides(cfg) else 0, seed=cfg.seed,
+                      heldout_size=_heldout_size(cfg, int8), seed=cfg.seed,
                       console=console)
 
     if cfg.data is not None:  # an image folder decodes with its own progress bar, before the export's

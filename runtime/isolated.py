@@ -8,6 +8,7 @@ input ``.npy`` and the output ``.npy`` from the request, and writes the logits t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,11 @@ def run_isolated(backend: str, model: Path, precision: str, spec: ModelSpec, x: 
         req.write_text(json.dumps({"backend": backend, "model": str(model), "precision": precision,
                                    "spec": asdict(spec), "input": str(inp), "output": str(out),
                                    "max_batch": max_batch, "options": options or {}}))
+        # Logits, not timings: OpenMP threads that sleep when idle instead of spinning. On a CPU something else
+        # keeps busy, ncnn's spinning threads took 689 ms an image against 6 ms passive (docs/measurements.md).
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         proc = subprocess.run([sys.executable, "-m", "runtime.isolated", str(req)], capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=env)
         if proc.returncode != 0 or not out.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ArtifactMismatch(f"The {backend} backend failed on {Path(model).name} in its own process: {last}")

@@ -7,9 +7,15 @@ import os
 import struct
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# Two pytest workers and the commands they start share two cores. OpenMP threads that spin while they wait for
+# work (libgomp's default, in torch and in ncnn's wheel) then hold the core another process needs: under such load
+# ncnn took 689 ms an image spinning and 6 ms passive, torch twice as long (docs/measurements.md). Set before torch
+# loads, and inherited by every subprocess. The tests check behaviour, never speed.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from resnet_edge.errors import DataError
 from train.data import FashionMNIST, load_fashion_mnist

@@ -82,7 +82,9 @@ def bench_cmd(
     peers = peers or summary
     with _progress() as bar:
         task = bar.add_task("preparing")
-        int8_peers = peers and not device.startswith("cuda")  # on CUDA the peers are PyTorch's
+        # INT8 peers where INT8 is benched (on CUDA the peers are PyTorch's): an FP32/FP16 run has no use for them
+        int8_peers = peers and not device.startswith("cuda") and (wanted is None or any(
+            p.split("-")[0] == "int8" for p in wanted))
         calib = _peer_calibration(arts, data_dir) if int8_peers else None
         if int8_peers:
             bar.update(task, description="quantizing the INT8 peers")

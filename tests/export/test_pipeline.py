@@ -198,16 +198,19 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
         (repo / name / "1").mkdir(parents=True, exist_ok=True)
         if marker:
             (repo / name / "resnet_edge.json").write_text(json.dumps(marker))
+    # ncnn too: an export without INT8 loads no calibration images, and ncnn's winograd timing still needs a few
     res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,fp16", "--triton-repo", str(repo), "--formats",
-               "onnx", "--limit", "500")
+               "onnx,ncnn", "--limit", "500")
     assert res.returncode == 0, res.stderr
     for col in ("artifact", "precision", "size MB", "test acc", "top-1", "status", "resnet18_fp16.onnx"):
         assert col in res.stdout
     manifest = read_manifest(out)
     assert [a.precision for a in manifest.artifacts if a.format == "onnx"] == ["fp32", "fp16"]
+    ncnn = [a for a in manifest.artifacts if a.format == "ncnn"]
+    assert [a.precision for a in ncnn] == ["fp32", "fp16"] and all("winograd" in a.details for a in ncnn)
     # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [a.path for a in manifest.artifacts]
+        [a.path for a in manifest.artifacts] + [a.sidecar for a in ncnn]
         + ["golden.npz", "resnet18_reference.pt2", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx",
            "resnet18_fp32.engine"])
     assert (out / "calib.npz").read_bytes() == b"not ours"

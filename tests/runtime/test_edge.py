@@ -93,10 +93,14 @@ def test_parity_predict_and_bench_without_torch(edge_env, arts, fmnist, tmp_path
 
     res = _run(edge_env, "-m", "resnet_edge", "bench", arts.root, "--backend", "onnxruntime", "--precision", "fp32",
                "--batch", "1,8", "--duration", "0.2s", "--warmup", "0.1s", "--rounds", "1", "--accuracy-images", "200",
-               "--json", tmp_path / "bench.json")
+               "--peers", "--json", tmp_path / "bench.json")
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
     assert {r["batch"] for r in rows} == {1, 8} and all(r["accuracy"] > 0.85 for r in rows)
+    # the FP32 peers a device runs without torch; an FP32 bench builds no INT8 peers
+    peers = {r["label"] for r in rows if r["peer"]}
+    assert "peer: ONNX Runtime defaults" in peers and not any("torch" in p.lower() for p in peers), peers
+    assert not any("NNCF" in p or "quantize_static" in p for p in peers) and "quantizing" not in res.stdout, peers
 
     res = _run(edge_env, "-m", "resnet_edge", "predict", arts.root, tmp_path / "*.png", "--backend", "litert",
                "--precision", "int8", "--json", tmp_path / "pred_litert.json")
