@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from resnet_edge.errors import InvalidInput
@@ -91,6 +92,27 @@ def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
 
 
+def conv_in_training(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; in training, a conv with one output pixel whose window covers the whole input (a 3x3 conv on
+    stage 4's 1x1 maps at 28 px, or its stride-2 3x3 on 2x2) runs on the kernel taps that meet the image only.
+
+    The taps it drops only ever meet zero padding, so the output is the same sum and their gradient is the zero it
+    would be anyway; oneDNN's backward for the padded 3x3 shape is about 20x slower than for the cropped one (225
+    against 13 ms at 256x512x1x1 on a 2-core AVX2 CPU), and those three convs were half of a training step. In eval
+    mode (what export traces and folds) the conv runs as it is.
+    """
+    h, w = x.shape[-2:]
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
+    if (not conv.training or not isinstance(conv.padding, tuple) or conv.groups != 1 or conv.dilation != (1, 1)
+            or conv.padding_mode != "zeros"):
+        return conv(x)
+    ph, pw = conv.padding
+    one_pixel = h + 2 * ph - kh < sh and w + 2 * pw - kw < sw
+    if not (one_pixel and h + ph <= kh and w + pw <= kw):
+        return conv(x)
+    return F.conv2d(x, conv.weight[:, :, ph:ph + h, pw:pw + w], conv.bias)
+
+
 class BasicBlock(nn.Module):
     """ReLU(F(x) + shortcut(x)) with F = conv3x3-BN-ReLU-conv3x3-BN (ResNet-18/34)."""
 
@@ -111,8 +133,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(self.bn1(conv_in_training(self.conv1, x)))
+        out = self.bn2(conv_in_training(self.conv2, out))
         return self.relu(out + identity)
 
 
@@ -141,7 +163,7 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(conv_in_training(self.conv2, out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
 

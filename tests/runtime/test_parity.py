@@ -110,7 +110,9 @@ def test_a_saved_run_is_compared_on_another_machine(arts, tmp_path):
     assert len(run) == 300 and run.images.dtype == np.uint8 and run.logits.shape == (300, 10)
     golden = arts.golden_run()
     assert np.allclose(run.logits, golden.logits[:300], atol=1e-4)  # the golden set is exactly such a run
-    res = _cli(str(arts.root), "--reference", str(saved), "--backend", "onnxruntime", "--precision", "fp32,int8",
+    # Two variants against one saved run; FP16, not INT8: INT8 top-1 agreement on 300 images moves by a third of a
+    # point an image, and is held on 2,000 in test_every_available_cpu_backend_on_real_images.
+    res = _cli(str(arts.root), "--reference", str(saved), "--backend", "onnxruntime", "--precision", "fp32,fp16",
                "--json", str(tmp_path / "p.json"))
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "p.json").read_text())

@@ -15,7 +15,7 @@ from train.engine import lr_at, train
 TINY = replace(PRESETS["quick"], epochs=2, batch_size=128, limit_train=1024, limit_test=500,
                amp="none", channels_last=False, threads=2, lr=0.1)
 # Resuming is about state, not learning: three batches an epoch are enough to tell a wrong resume from a right one.
-STEPS = replace(TINY, limit_train=384, limit_test=128)
+STEPS = replace(TINY, batch_size=32, limit_train=96, limit_test=64)
 
 
 def test_presets_and_overrides():
@@ -53,11 +53,13 @@ def test_short_training_lowers_the_loss_and_writes_checkpoints(fmnist, tmp_path,
         return real_predict(model, split, **kw)
 
     monkeypatch.setattr(engine, "predict", predict)
-    result = train(replace(TINY, epochs=3), tmp_path, data=fmnist)
+    # 2,048 images (48 steps): on 1,024, epoch-3 validation accuracy ranged from 44% to 63% over seeds and over
+    # float rounding alone (BN's running statistics are young); on 2,048 it lands at 76-80%.
+    result = train(replace(TINY, epochs=3, limit_train=2048), tmp_path, data=fmnist)
     assert evaluated == ["other", "other", "other", "test"]
     losses = [e.train_loss for e in result.history]
     assert losses[-1] < losses[0] * 0.8
-    assert result.history[-1].val_acc > 0.5  # far above the 10% of chance
+    assert result.history[-1].val_acc > 0.6  # far above the 10% of chance
     best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
     assert last["epoch"] == 3 and best["metrics"]["val_acc"] == result.best_acc
     assert best["epoch"] == result.best_epoch == 1 + max(range(3), key=lambda i: result.history[i].val_acc)

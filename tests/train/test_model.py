@@ -10,6 +10,7 @@ from train.model import (
     Bottleneck,
     ModelConfig,
     ResNet,
+    conv_in_training,
     resnet18,
     resnet34,
     resnet50,
@@ -98,3 +99,31 @@ def test_config_round_trip_and_bad_depth():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(InvalidInput, match="depth 26"):
         ResNet(ModelConfig(depth=26))
+
+
+@pytest.mark.parametrize(("size", "stride"), [(1, 1), (2, 2), (2, 1), (4, 2)])
+def test_training_convs_skip_only_taps_that_meet_padding(size, stride, monkeypatch):
+    """Same output and gradients as the plain conv, in training mode, whether or not the cropped kernel is used:
+    on 1x1 (stride 1) and 2x2 (stride 2) inputs only the taps over the image run; elsewhere the conv runs as is."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 48, 3, stride=stride, padding=1, bias=False).train()
+    x = torch.randn(8, 32, size, size, requires_grad=True)
+    calls = []
+    monkeypatch.setattr(nn.Conv2d, "forward", lambda self, t, f=nn.Conv2d.forward: calls.append(1) or f(self, t))
+    ours = conv_in_training(conv, x)
+    cropped = not calls
+    (g_x, g_w) = torch.autograd.grad(ours.square().sum(), (x, conv.weight))
+    plain = nn.functional.conv2d(x, conv.weight, stride=stride, padding=1)
+    (p_x, p_w) = torch.autograd.grad(plain.square().sum(), (x, conv.weight))
+    assert cropped == ((size, stride) in {(1, 1), (2, 2)})
+    torch.testing.assert_close(ours, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_x, p_x, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_w, p_w, rtol=1e-5, atol=1e-4)
+    if cropped:  # the taps over padding get exactly the zero gradient they get from the padded conv
+        over_image = torch.zeros(3, 3, dtype=torch.bool)
+        over_image[1:1 + size, 1:1 + size] = True
+        assert torch.count_nonzero(g_w[:, :, ~over_image]) == 0 == torch.count_nonzero(p_w[:, :, ~over_image])
+    calls.clear()
+    conv.eval()
+    conv_in_training(conv, x)
+    assert calls  # eval mode, what export traces and folds, runs the module itself
