@@ -77,7 +77,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # >= 90% test accuracy: 202 s on a 2-core AVX-512 CPU, 807 s on a 2-core AVX2 one (see README).
+    # >= 90% test accuracy: 202 s on a 2-core AVX-512 CPU, 351 s on a 2-core AVX2 one (see README).
     "quick": TrainConfig(),
     # The classic resized recipe: 96 px input (stages at 24/12/6/3), longer schedule,
     # random erasing. Meant for a GPU; it is hours on a 2-core CPU.
