@@ -54,7 +54,7 @@ def test_short_training_lowers_the_loss_and_writes_checkpoints(fmnist, tmp_path,
 
     monkeypatch.setattr(engine, "predict", predict)
     # 2,048 images (48 steps): on 1,024, epoch-3 validation accuracy ranged from 44% to 63% over seeds and over
-    # float rounding alone (BN's running statistics are young); on 2,048 it lands at 76-80%.
+    # float rounding alone (BN's running statistics are young); on 2,048 it lands at 75-80%.
     result = train(replace(TINY, epochs=3, limit_train=2048), tmp_path, data=fmnist)
     assert evaluated == ["other", "other", "other", "test"]
     losses = [e.train_loss for e in result.history]
