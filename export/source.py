@@ -168,22 +168,26 @@ class ExportSource:
                                                                         (-1, self.config.num_classes)))
 
 
-def artifact_row(path: Path, precision: str, stats: ParityResult, build_s: float, eval_s: float, *,
+def artifact_row(path: Path, precision: str, stats: ParityResult | None, build_s: float, eval_s: float, *,
                  fmt: str = "onnx", target: str = "any", tools: dict[str, str] | None = None,
                  **extra: Any) -> ArtifactRow:
+    """A verified artifact's row; with ``stats`` None, one that was built and checked but not run here (status
+    ``built``: a TensorRT-RTX engine on a machine without a GPU it runs on), whose ``details`` say what was checked."""
+    from runtime.backends.trt_engine import LIBRARIES
+
     precision = Precision(precision)
     tools = dict(tools or {})
     if extra.get("sidecar"):  # weights beside a .param or .xml, metadata beside an engine: hashed like the file
         extra["sidecar_sha256"] = sha256_file(path.parent / extra["sidecar"])
-    if fmt == "tensorrt":
-        import tensorrt as trt
-
-        tools["tensorrt"] = str(trt.__version__)
+    if fmt in LIBRARIES:
+        lib = LIBRARIES[fmt]
+        tools[lib.module] = str(lib.load().__version__)
     size = path.stat().st_size + ((path.parent / extra["sidecar"]).stat().st_size if extra.get("sidecar") else 0)
+    status = "built" if stats is None else "fail" if stats.failures else "ok"
     return ArtifactRow(path=path.name, format=fmt, precision=precision, target=target, sha256=sha256_file(path),
-                       size_bytes=size, test_accuracy=stats.accuracy, parity=stats,
+                       size_bytes=size, test_accuracy=None if stats is None else stats.accuracy, parity=stats,
                        max_acc_drop_pt=TOLERANCES[precision.value].max_acc_drop_pt,
-                       status="fail" if stats.failures else "ok", failures=stats.failures,
+                       status=status, failures=() if stats is None else stats.failures,
                        build_seconds=round(build_s, 3), eval_seconds=round(eval_s, 3), tools=tools, **extra)
 
 

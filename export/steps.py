@@ -15,7 +15,7 @@ from typing import Any
 
 from export import quantize, tensorrt
 from export.parity import TOLERANCES, compare, interleaved_latency_ms, ort_logits
-from export.source import ExportSource, timed
+from export.source import ExportSource, artifact_row, timed
 from runtime.contract import ArtifactRow, Skipped
 from runtime.outputs import run_batched
 
@@ -125,17 +125,42 @@ def u8_variant_decision(s8_ms: float, u8_ms: float, s8, u8) -> tuple[bool, str]:
     return bool(better and u8.top1_agreement >= min_top1), rule
 
 
-def engine(precision: str) -> Callable[[Build], None]:
+def engine(precision: str, lib: tensorrt.Library = tensorrt.TENSORRT) -> Callable[[Build], None]:
+    """One engine of ``lib`` from the ONNX file of its precision (strongly typed: the precision comes from the FP16 or
+    QDQ graph; TensorRT 10 adds flags), held to the tolerance table where it can run here. A TensorRT-RTX engine
+    built where no GPU runs it is a ``built`` row whose details say what was checked and what was not."""
+
     def build(b: Build) -> None:
-        # TensorRT 11 is strongly typed: precision comes from the FP16/QDQ ONNX; TRT 10 adds flags.
-        out = b.file(f"{precision}.engine")
+        rtx = lib is tensorrt.TENSORRT_RTX
+        out = b.file(f"{precision}{'.rtx' if rtx else ''}.engine")
         _, seconds = timed(tensorrt.build_engine, b.onnx[precision], out, precision=precision,
                            input_name=b.src.io().input.name, chw=b.src.chw, profile=b.cfg.trt_profile,
-                           workspace_mb=b.cfg.workspace_mb, timing_cache=b.cfg.out / "trt.timing.cache")
-        logits, eval_s = timed(tensorrt.engine_logits, out, b.src.test_x, b.cfg.trt_profile.max_batch)
-        b.rows.append(b.src.row(out, precision, logits, seconds, eval_s, fmt="tensorrt",
-                                sidecar=tensorrt.sidecar_path(out).name))
+                           workspace_mb=b.cfg.workspace_mb, lib=lib, capabilities=b.cfg.rtx_capabilities,
+                           timing_cache=None if rtx else b.cfg.out / "trt.timing.cache")
+        side = tensorrt.read_sidecar(out)
+        if rtx:
+            b.decisions["triton_tensorrt_rtx"] = (
+                "TensorRT-RTX engines are not put in the Triton repository: Triton's TensorRT backend loads plans of "
+                "the full TensorRT, not TensorRT-RTX; serve them with 'resnet-edge serve --backend tensorrt_rtx'.")
+        why_not = tensorrt.run_unavailable_reason(lib)
+        cc = tensorrt.gpu_capability()
+        if why_not is None and rtx and cc not in side["compute_capabilities"]:
+            why_not = f"this GPU's compute capability {cc} is not among the targets built for."
+        checked = {"parser_errors": side["parser_errors"], "network_layers": side["network_layers"],
+                   "targets": side.get("compute_capabilities") or [side.get("compute_capability")]}
+        if why_not is None:
+            logits, eval_s = timed(tensorrt.engine_logits, out, b.src.test_x, b.cfg.trt_profile.max_batch)
+            b.rows.append(b.src.row(out, precision, logits, seconds, eval_s, fmt=lib.fmt, sidecar=side_name(out),
+                                    details={"verification": {"checked": checked, "ran": True}}))
+            return
+        verification = {"checked": checked, "ran": False, "not_checked": f"numerics: not run here ({why_not})"}
+        b.rows.append(artifact_row(out, precision, None, seconds, 0.0, fmt=lib.fmt, tools=b.src.tools,
+                                   sidecar=side_name(out), details={"verification": verification}))
     return build
+
+
+def side_name(engine: Path) -> str:
+    return tensorrt.sidecar_path(engine).name
 
 
 def aoti_package(precision: str, device: str) -> Callable[[Build], None]:
@@ -175,12 +200,13 @@ def plan_steps(cfg, skipped: list[Skipped]) -> list[Step]:
     from export import edge_steps
 
     steps += edge_steps.plan(cfg, skipped)
-    if cfg.trt is False:
-        skipped.append(Skipped("tensorrt", "--no-trt was given."))
-    elif (reason := tensorrt.unavailable_reason()) is not None:
-        skipped.append(Skipped("tensorrt", reason))
-    else:
-        steps += [(f"TensorRT {p} engine", engine(p)) for p in cfg.precisions]
+    for lib, wanted, flag in ((tensorrt.TENSORRT, cfg.trt, "--no-trt"), (tensorrt.TENSORRT_RTX, cfg.trt_rtx, "--no-trt-rtx")):
+        if wanted is False:
+            skipped.append(Skipped(lib.fmt, f"{flag} was given."))
+        elif (reason := tensorrt.unavailable_reason(lib)) is not None:
+            skipped.append(Skipped(lib.fmt, reason))
+        else:
+            steps += [(f"{lib.title} {p} engine", engine(p, lib)) for p in cfg.precisions]
     aoti_plan = _aoti_plan(cfg, skipped)
     if aoti_plan:
         device, precisions = aoti_plan

@@ -71,8 +71,14 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            label="ONNX", held_against={"fp32": "peer: ONNX Runtime defaults",
                                        "int8": "peer: ONNX Runtime quantize_static defaults"}),
     Format("tensorrt", ".engine", (FP32, FP16, INT8), ("cuda",), "export.tensorrt", ("tensorrt",),
-           Triton("tensorrt_plan", "model.plan", "trt", "KIND_GPU"), "gpu", False,
-           "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist"),
+           Triton("tensorrt_plan", "model.plan", "trt", "KIND_GPU"), "gpu", True,
+           "TensorRT engines built from the ONNX files, where TensorRT and a GPU exist (torch's CUDA tensors are "
+           "their buffers)"),
+    # Triton's TensorRT backend loads plans of the full TensorRT, not TensorRT-RTX: served by our server instead.
+    Format("tensorrt_rtx", ".rtx.engine", (FP32, FP16, INT8), ("cuda",), "export.tensorrt", ("tensorrt_rtx",), None,
+           "rtx", True, "TensorRT-RTX engines built ahead of time on any machine, GPU or not, for compute capabilities "
+           "7.5-8.9 and 12.x (RTX cards, A100, A10, L4); parsed and built in CI, run where such a GPU exists",
+           label="TensorRT-RTX"),
     Format("aoti", ".pt2", (FP16, BF16, FP32), ("cuda", "cpu"), "export.aoti", ("aoti",), None, "train", True,
            "AOTInductor packages, on CUDA (a CPU one on request); Triton's PyTorch backend does not load them"),
     Format("openvino", ".xml", (FP32, INT8), ("cpu",), "export.openvino_ir", ("openvino",), None, "openvino", False,
@@ -109,7 +115,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "torch_backend", "TorchBackend", "torch", "train"),
     Backend("onnxruntime", "onnxruntime_backend", "OnnxRuntimeBackend", "onnxruntime", ""),
     Backend("openvino", "openvino_backend", "OpenVinoBackend", "openvino", "openvino"),
-    Backend("tensorrt", "tensorrt_backend", "TensorRTBackend", "tensorrt", "gpu", needs_cuda=True),
+    Backend("tensorrt", "tensorrt_backend", "TensorRTBackend", "tensorrt", "gpu", needs_cuda=True, also=("torch",)),
+    Backend("tensorrt_rtx", "tensorrt_backend", "TensorRTRtxBackend", "tensorrt_rtx", "rtx", needs_cuda=True,
+            also=("torch",)),
     Backend("aoti", "aoti_backend", "AotiBackend", "torch", "train"),
     Backend("litert", "litert_backend", "LiteRtBackend", "ai_edge_litert", "litert"),
     Backend("ncnn", "ncnn_backend", "NcnnBackend", "ncnn", "ncnn"),

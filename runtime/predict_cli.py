@@ -88,7 +88,8 @@ def predict_cmd(
     paths: Annotated[list[str], typer.Argument(help="Image files, directories or globs (PNG, JPEG, WebP, .npy, ...).")],
     k: Annotated[int, Opt("-k", "--top-k", help="Classes to show per image.")] = 1,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write every prediction (and every failure) here.")] = None,
-    backend: Annotated[str, Opt(help="auto (fastest that passes parity here), onnxruntime, openvino, torch, tensorrt.")] = "auto",
+    backend: Annotated[str, Opt(help="auto (fastest that passes parity here), or a backend: onnxruntime, openvino, "
+                                     "torch, tensorrt, tensorrt_rtx, litert, ncnn, executorch, aoti.")] = "auto",
     precision: Annotated[str, Opt(help="With an explicit backend: fp32, fp16, bf16, int8 or int8-cpu.")] = "fp32",
     invert: Annotated[str, Opt(help="Invert images to light-on-dark: auto (judged from the border), yes or no.")] = "auto",
     batch_size: Annotated[int, Opt(help="Images per inference call.")] = 64,

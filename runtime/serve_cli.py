@@ -18,7 +18,8 @@ Opt = typer.Option
 @cli_errors
 def serve_cmd(
     artifacts_dir: Annotated[Path, typer.Argument(help="Directory with manifest.json.")] = Path("artifacts"),
-    backend: Annotated[str, Opt(help="auto (fastest that passes parity here), onnxruntime, openvino, torch, tensorrt.")] = "auto",
+    backend: Annotated[str, Opt(help="auto (fastest that passes parity here), or a backend: onnxruntime, openvino, "
+                                     "torch, tensorrt, tensorrt_rtx, litert, ncnn, executorch, aoti.")] = "auto",
     precision: Annotated[str, Opt(help="fp32, fp16, bf16, int8 or int8-cpu (with an explicit --backend).")] = "fp32",
     host: Annotated[str, Opt(help="Bind address; 127.0.0.1 keeps the server local.")] = "127.0.0.1",
     port: Annotated[int, Opt()] = 8000,

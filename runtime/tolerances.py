@@ -33,7 +33,9 @@ def tolerance_failures(precision: str, *, max_rel: float, top1_agreement: float,
     if tol.min_top1 is not None and gate_top1 and top1_agreement < tol.min_top1:
         failures.append(f"top-1 agreement {top1_agreement:.2%} < {tol.min_top1:.0%}")
     drop = None if accuracy is None or ref_accuracy is None else (ref_accuracy - accuracy) * 100
-    if tol.max_acc_drop_pt is not None and drop is not None and drop > tol.max_acc_drop_pt:
+    # 1e-9 pt of slack for float rounding only: one image of 1,000 is a drop of 0.1000000000000001 "pt" in float,
+    # which is the 0.1 pt the fp32/fp16 rows allow, not more
+    if tol.max_acc_drop_pt is not None and drop is not None and drop > tol.max_acc_drop_pt + 1e-9:
         failures.append(f"accuracy {accuracy:.2%} is {(ref_accuracy - accuracy) * 100:.2f} pt below "
                         f"{ref_accuracy:.2%} (bound {tol.max_acc_drop_pt} pt)")
     return tuple(failures)

@@ -72,11 +72,14 @@ step "environment"
 import torch, onnxruntime as ort
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 print("onnxruntime", ort.__version__, ort.get_available_providers())
-for name in ("tensorrt", "openvino"):
+for name in ("tensorrt", "tensorrt_rtx", "openvino"):
     try:
         print(name, __import__(name).__version__)
     except ImportError:
         print(name + ": not installed")
+from runtime.backends.trt_engine import TENSORRT_RTX, run_unavailable_reason
+# one sentence where this GPU cannot run TensorRT-RTX engines (Hopper: compute capability 9.0 is not a target)
+print("TensorRT-RTX engines here:", run_unavailable_reason(TENSORRT_RTX) or "they run on this GPU")
 PYEOF
 } 2>&1 | tee "$WORK/env.txt"
 
@@ -100,7 +103,7 @@ if [[ $STAGES == *" tests "* && $DEVICE == cuda ]]; then
   [ -f "$WORK/art28/manifest.json" ] && export RESNET_EDGE_TEST_ARTIFACTS="$(realpath "$WORK/art28")"
   run gpu-tests 60 0 "$PY" -m pytest -m gpu -v -p no:cacheprovider -o addopts="" -rs \
     tests/train/test_cuda.py tests/train/test_engine.py tests/runtime/test_backends.py tests/export/test_aoti.py \
-    tests/export/test_tensorrt.py
+    tests/export/test_tensorrt.py tests/export/test_tensorrt_rtx.py
 fi
 
 if [[ $STAGES == *" 96 "* ]]; then

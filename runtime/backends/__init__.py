@@ -25,9 +25,9 @@ def unavailable_reason(name: str) -> str | None:
         if importlib.util.find_spec(package) is None:
             return f"The {name} backend needs the '{package}' package ({install_hint(row.extra, package)})."
     if row.needs_cuda:
-        from runtime.backends.trt_engine import unavailable_reason as trt_reason
+        from runtime.backends.trt_engine import LIBRARIES, run_unavailable_reason
 
-        reason = trt_reason()
+        reason = run_unavailable_reason(LIBRARIES[name])
         return f"The {name} backend cannot run here: {reason}" if reason else None
     return None
 

@@ -1,4 +1,4 @@
-"""Native TensorRT engines through the TensorRT 10/11 named-tensor API.
+"""Native TensorRT and TensorRT-RTX engines through the named-tensor API they share.
 
 The engine runs through the one ``EngineRunner`` (``runtime.backends.trt_engine``, which export verifies with
 too): torch CUDA tensors as buffers, no pycuda, ``execute_async_v3`` on one stream. Its sidecar is checked
@@ -17,14 +17,19 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def _load(self) -> None:
-        from runtime.backends.trt_engine import EngineRunner, engine_max_batch
+        from runtime.backends.trt_engine import LIBRARIES, EngineRunner, engine_max_batch, library_of
+
+        lib = LIBRARIES[self.name]
+        if library_of(self.source) is not lib:
+            raise InvalidInput(f"{self.source.name} is not a {lib.title} engine; run it with the "
+                               f"{library_of(self.source).fmt} backend.")
 
         profile_max = engine_max_batch(self.source)
         if self.max_batch > profile_max:
             raise InvalidInput(f"A batch limit of {self.max_batch} exceeds the largest batch {profile_max} of "
                                f"{self.source.name}'s optimization profile; lower --max-batch-size or rebuild "
                                "with a larger --trt-batch.")
-        self.runner = EngineRunner(self.source)
+        self.runner = EngineRunner(self.source, lib)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self.runner(batch)
@@ -35,3 +40,10 @@ class TensorRTBackend(Backend):
 
     def _close(self) -> None:
         self.runner.close()
+
+
+class TensorRTRtxBackend(TensorRTBackend):
+    """TensorRT-RTX engines: built ahead of time for a set of compute capabilities; its JIT's runtime cache is kept
+    beside the engine."""
+
+    name = "tensorrt_rtx"

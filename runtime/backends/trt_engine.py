@@ -1,14 +1,20 @@
-"""Running serialized TensorRT engines (TensorRT 10 and 11 named-tensor API): the runtime's half of TensorRT.
+"""Running serialized TensorRT and TensorRT-RTX engines (the named-tensor API both share): the runtime's half.
 
-Export builds engines (``export.tensorrt``) and verifies them with the same :class:`EngineRunner` the runtime
-backend serves with. Everything known about an engine lives in its JSON sidecar, which is checked against the
-running TensorRT and GPU before the plan is deserialized. ``tensorrt`` (and torch, whose CUDA tensors are the
-buffers) are imported lazily: without them the caller gets one sentence naming what to install.
+The two libraries are two ``Library`` rows, not two copies of the code: TensorRT 10/11 (``tensorrt``, engines for
+one GPU, built on that GPU) and TensorRT for RTX (``tensorrt_rtx``, engines built ahead of time on any machine, GPU
+or not, for a set of compute capabilities). Export builds engines (``export.tensorrt``) and verifies them with the
+same :class:`EngineRunner` the runtime backends serve with. Everything known about an engine lives in its JSON
+sidecar, which is checked against the running library and GPU before the plan is deserialized. The library (and
+torch, whose CUDA tensors are the buffers) is imported lazily: without it the caller gets one sentence naming what
+to install.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +22,90 @@ import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput, MissingDependency
 
-INSTALL_HINT = "pip install 'resnet-edge[gpu]' on a machine with an NVIDIA GPU"
+
+@dataclass(frozen=True)
+class Library:
+    """One of the two TensorRT libraries, and where they differ."""
+
+    title: str  # as sentences name it
+    module: str  # what ``import`` takes
+    fmt: str  # the formats table's row (and the manifest's ``format``)
+    extra: str  # the pip extra that installs it
+    version_key: str  # the sidecar's field for the library version
+    builds_without_gpu: bool  # TensorRT-RTX's ahead-of-time build needs no GPU; TensorRT's builder times on one
+    always_strongly_typed: bool  # TensorRT-RTX has no precision flags: the precision comes from the graph
+    # compute capabilities a GPU must have to run its engines (empty: any that the library itself supports)
+    runs_on: tuple[str, ...] = ()
+
+    @property
+    def install_hint(self) -> str:
+        where = " on a machine with an NVIDIA GPU" if not self.builds_without_gpu else ""
+        return f"pip install 'resnet-edge[{self.extra}]'{where}"
+
+    def installed(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ImportError:  # a broken install, or a finder that refuses the name
+            return False
+
+    def load(self) -> Any:
+        if not self.installed():
+            raise MissingDependency(f"{self.title} is not installed ({self.install_hint}).")
+        return importlib.import_module(self.module)
+
+    def strongly_typed(self, trt: Any) -> bool:
+        return self.always_strongly_typed or int(str(trt.__version__).split(".")[0]) >= 11
 
 
-def unavailable_reason() -> str | None:
-    """None when engines can be built here; otherwise why not, as one sentence."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return f"TensorRT is not installed ({INSTALL_HINT})."
+TENSORRT = Library("TensorRT", "tensorrt", "tensorrt", "gpu", "tensorrt_version", builds_without_gpu=False,
+                   always_strongly_typed=False)
+# Turing to Blackwell RTX and workstation cards, A100, A10, L4/L40; not Hopper, not Jetson (TensorRT-RTX 1.7).
+TENSORRT_RTX = Library("TensorRT-RTX", "tensorrt_rtx", "tensorrt_rtx", "rtx", "tensorrt_rtx_version",
+                       builds_without_gpu=True, always_strongly_typed=True,
+                       runs_on=("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"))
+LIBRARIES = {lib.fmt: lib for lib in (TENSORRT, TENSORRT_RTX)}
+INSTALL_HINT = TENSORRT.install_hint
+
+
+def gpu_capability() -> str | None:
+    """The compute capability of the current CUDA GPU as torch sees it ("8.6"), or None without one (or torch)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
     import torch
 
     if not torch.cuda.is_available():
-        return "TensorRT is installed but PyTorch sees no CUDA GPU."
+        return None
+    major, minor = torch.cuda.get_device_capability(torch.cuda.current_device())
+    return f"{major}.{minor}"
+
+
+def run_unavailable_reason(lib: Library = TENSORRT) -> str | None:
+    """None when ``lib``'s engines can run here; otherwise why not, as one sentence."""
+    if not lib.installed():
+        return f"{lib.title} is not installed ({lib.install_hint})."
+    if importlib.util.find_spec("torch") is None:
+        return f"{lib.title} engines run on torch's CUDA buffers, and torch is not installed (pip install 'resnet-edge[train]')."
+    cc = gpu_capability()
+    if cc is None:
+        return f"{lib.title} is installed but PyTorch sees no CUDA GPU."
+    if lib.runs_on and cc not in lib.runs_on:
+        return (f"{lib.title} engines do not run on this GPU (compute capability {cc}; {lib.title} runs on "
+                f"{', '.join(lib.runs_on)}).")
     return None
 
 
-def _trt():
-    reason = unavailable_reason()
+def unavailable_reason(lib: Library = TENSORRT) -> str | None:
+    """None when ``lib``'s engines can be built here; otherwise why not, as one sentence."""
+    if lib.builds_without_gpu:
+        return None if lib.installed() else f"{lib.title} is not installed ({lib.install_hint})."
+    return run_unavailable_reason(lib)
+
+
+def _trt(lib: Library = TENSORRT, *, to_run: bool = True) -> Any:
+    reason = run_unavailable_reason(lib) if to_run else unavailable_reason(lib)
     if reason:
         raise MissingDependency(reason)
-    import tensorrt as trt
-
-    return trt
+    return lib.load()
 
 
 def trt_major(trt_module: Any) -> int:
@@ -56,49 +123,99 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_suffix(engine.suffix + ".json")
 
 
-def check_compatible(engine: Path) -> dict[str, Any]:
-    """Refuse an engine built by another TensorRT version or for another GPU, with one sentence."""
-    trt = _trt()
-    side = sidecar_path(engine)
-    if not side.is_file():
-        raise ArtifactMismatch(f"{engine} has no sidecar {side.name}; rebuild it with 'resnet-edge export --trt'.")
-    meta = json.loads(side.read_text())
-    here = {"tensorrt_version": str(trt.__version__), **device_identity()}
-    for key, label in (("tensorrt_version", "TensorRT"), ("gpu", "GPU"), ("compute_capability", "compute capability")):
+def read_sidecar(engine: Path) -> dict[str, Any]:
+    side = sidecar_path(Path(engine))
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name}; rebuild it with 'resnet-edge "
+                               "export'.") from None
+    if not isinstance(meta, dict):
+        raise ArtifactMismatch(f"{side} is not a JSON object; rebuild the engine with 'resnet-edge export'.")
+    return meta
+
+
+def library_of(engine: Path) -> Library:
+    """The library whose sidecar fields an engine's sidecar carries (TensorRT for sidecars older than the field)."""
+    return LIBRARIES.get(str(read_sidecar(engine).get("format", "tensorrt")), TENSORRT)
+
+
+def check_compatible(engine: Path, lib: Library | None = None) -> dict[str, Any]:
+    """Refuse, in one sentence naming both sides, an engine built by another library version or for another GPU."""
+    lib = lib or library_of(engine)
+    trt = lib.load()
+    meta = read_sidecar(engine)
+    here_version, built_version = str(trt.__version__), meta.get(lib.version_key)
+    if built_version != here_version:  # told before anything needs a GPU
+        raise ArtifactMismatch(f"{engine} was built by {lib.title} {built_version} but this machine has {lib.title} "
+                               f"{here_version}; rebuild it with 'resnet-edge export'.")
+    if lib.builds_without_gpu:  # built for a set of compute capabilities, on any machine
+        if gpu_capability() is None:
+            raise MissingDependency(run_unavailable_reason(lib) or f"{lib.title} engines need a CUDA GPU.")
+        here = device_identity()
+        targets = [str(c) for c in meta.get("compute_capabilities", [])]
+        if here["compute_capability"] not in targets:
+            raise ArtifactMismatch(f"{engine} was built for compute capabilities {', '.join(targets) or 'none'} but "
+                                   f"this GPU ({here['gpu']}) has {here['compute_capability']}; rebuild it with "
+                                   f"'resnet-edge export --trt-rtx-cc {here['compute_capability']}'.")
+        return meta
+    _trt(lib)
+    here = device_identity()
+    for key, label in (("gpu", "GPU"), ("compute_capability", "compute capability")):
         if meta.get(key) != here[key]:
             raise ArtifactMismatch(f"{engine} was built for {label} {meta.get(key)} but this machine has "
                                    f"{here[key]}; rebuild it here with 'resnet-edge export --trt'.")
     return meta
 
 
-def load_engine(engine: Path):
+def load_engine(engine: Path, lib: Library | None = None):
     """Deserialize a compatible engine (checked against its sidecar first)."""
-    trt = _trt()
-    check_compatible(engine)
+    lib = lib or library_of(engine)
+    check_compatible(engine, lib)
+    trt = lib.load()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     cuda_engine = runtime.deserialize_cuda_engine(engine.read_bytes())
     if cuda_engine is None:
-        raise ArtifactMismatch(f"TensorRT could not deserialize {engine}.")
+        raise ArtifactMismatch(f"{lib.title} could not deserialize {engine}.")
     return cuda_engine
 
 
+def runtime_cache_path(engine: Path) -> Path:
+    """TensorRT-RTX's runtime cache (the kernels its JIT compiled for this GPU), kept beside the engine."""
+    return engine.with_suffix(engine.suffix + ".runtime-cache")
+
+
 class EngineRunner:
-    """The one way an engine runs here (export verifies with it, the runtime backend serves with it):
+    """The one way an engine runs here (export verifies with it, the runtime backends serve with it):
     named tensors, torch CUDA tensors as buffers, copy-in, execute and copy-out on one stream."""
 
-    def __init__(self, engine: Path) -> None:
-        import tensorrt as trt
+    def __init__(self, engine: Path, lib: Library | None = None) -> None:
         import torch
 
         self.path = Path(engine)
-        self.engine = load_engine(self.path)  # checks the sidecar against this TensorRT and GPU first
-        self.meta = json.loads(sidecar_path(self.path).read_text())
-        self.context = self.engine.create_execution_context()
+        self.lib = lib or library_of(self.path)
+        trt = self.lib.load()
+        self.engine = load_engine(self.path, self.lib)  # checks the sidecar against this library and GPU first
+        self.meta = read_sidecar(self.path)
+        self.context = self._context(trt)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.max_batch = int(self.meta["profile"]["max_batch"])
         self.stream = torch.cuda.Stream()
+
+    def _context(self, trt: Any):
+        if not self.lib.builds_without_gpu:
+            return self.engine.create_execution_context()
+        # TensorRT-RTX compiles its kernels for this GPU when a context is made: a runtime cache beside the engine
+        # keeps them across processes (written back on close).
+        config = self.engine.create_runtime_config()
+        self.cache = config.create_runtime_cache()
+        cache_file = runtime_cache_path(self.path)
+        if cache_file.is_file():
+            self.cache.deserialize(cache_file.read_bytes())
+        config.set_runtime_cache(self.cache)
+        return self.engine.create_execution_context(config)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -113,20 +230,27 @@ class EngineRunner:
             self.context.set_tensor_address(self.input_name, xb.data_ptr())
             self.context.set_tensor_address(self.output_name, yb.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise ArtifactMismatch(f"TensorRT failed to run {self.path}.")
+                raise ArtifactMismatch(f"{self.lib.title} failed to run {self.path}.")
             out = yb.to("cpu", non_blocking=True)
         self.stream.synchronize()
         return out.numpy()
 
     def close(self) -> None:
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            from resnet_edge.atomic import atomic_write_bytes
+
+            try:
+                atomic_write_bytes(runtime_cache_path(self.path), bytes(cache.serialize()))
+            except OSError:
+                pass  # a read-only model folder: the next process compiles again
         del self.context, self.engine
 
 
 def engine_max_batch(engine: Path) -> int:
     """The largest batch the engine's optimization profile accepts, from its sidecar (no GPU needed)."""
-    side = sidecar_path(Path(engine))
     try:
-        return int(json.loads(side.read_text())["profile"]["max_batch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name}; rebuild it with 'resnet-edge export "
-                               "--trt'.") from None
+        return int(read_sidecar(engine)["profile"]["max_batch"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactMismatch(f"{engine} has no readable sidecar {sidecar_path(Path(engine)).name}; rebuild it with "
+                               "'resnet-edge export --trt'.") from None

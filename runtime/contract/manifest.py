@@ -151,12 +151,14 @@ class ArtifactRow:
     format: str
     precision: Precision
     sha256: str
-    test_accuracy: float
+    test_accuracy: float | None  # None: built and checked, but not run here (status "built")
     target: str = "any"  # any | cpu | cuda: the device kind a variant was made for
     size_bytes: int = 0  # the file and its sidecar
     parity: ParityResult | None = None
     max_acc_drop_pt: float | None = None
-    status: str = "ok"  # ok | fail
+    # ok: held to the tolerance table and passed | fail: missed it | built: built and checked without running it (a
+    # TensorRT-RTX engine on a machine with no GPU it runs on): ``details["verification"]`` says what was checked
+    status: str = "ok"
     failures: tuple[str, ...] = ()
     build_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -180,6 +182,16 @@ class ArtifactRow:
     @property
     def files(self) -> tuple[str, ...]:
         return (self.path,) + ((self.sidecar,) if self.sidecar else ())
+
+    @property
+    def built_note(self) -> str:
+        """What a ``built`` row's checks were and what was not checked, in a few words (export's table and the
+        summary say it alike)."""
+        v = self.details.get("verification", {})
+        c = v.get("checked", {})
+        targets = ", ".join(str(t) for t in c.get("targets", []) if t)
+        return (f"built for compute capability {targets} ({c.get('parser_errors', '?')} parser errors, "
+                f"{c.get('network_layers', '?')} layers); {v.get('not_checked', 'numerics not checked')}")
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,11 @@ def build_summary(arts: Artifacts, variants: list[Variant], result: BenchResult,
             strongest.label if strongest else None, strongest.p50_ms / b1.p50_ms if strongest and b1 else None))
     for s in arts.manifest.skipped:
         out.append(SummaryRow(s.format, "", "", "", f"export skipped: {s.reason}"))
-    for fmt, why in not_run.items():
-        out.append(SummaryRow(fmt, "", "", "", f"not run here: {why}"))
+    for fmt, why in not_run.items():  # each artifact of a format whose runtime is not here, and what export checked
+        for art in (a for a in arts.items if a.format == fmt):
+            done = art.row.built_note.split(";")[0] if art.row.status == "built" else "exported"
+            out.append(SummaryRow(fmt, art.tag, art.path.name, FORMATS[fmt].backends[0], f"{done}; {why}",
+                                  round(art.row.size_bytes / 1e6, 2)))
     return out
 
 

@@ -22,6 +22,9 @@ def test_manifest_names_verified_artifacts(export_dir, trained_ckpt):
         assert a.sha256 == sha256_file(export_dir / a.path)
         assert a.size_bytes == sum((export_dir / f).stat().st_size for f in a.files)  # weights beside a .param too
         assert {"torch", "onnx", "onnxruntime"} <= set(a.tools)
+        if a.status == "built":  # a TensorRT-RTX engine where no GPU runs it: no parity claimed (test_tensorrt_rtx)
+            assert a.format == "tensorrt_rtx" and a.parity is None and not a.details["verification"]["ran"]
+            continue
         # every artifact on every image export evaluated (all 10,000 by default; `make test` exports with --limit)
         assert a.status == "ok" and a.parity.n == manifest.evaluation.test_images == (manifest.evaluation.limit or 10_000)
     io = manifest.io  # once for every artifact (schema version 1 repeated it in each row)
@@ -37,7 +40,7 @@ def test_every_variant_meets_the_tolerance_table_on_the_real_test_set(export_dir
     manifest = read_manifest(export_dir)
     ref = manifest.source.test_accuracy
     assert ref > 0.88  # a trained model: the suite's 2-epoch quick preset (89.9%; `make train`'s 4 epochs: 91%)
-    for a in manifest.artifacts:
+    for a in (a for a in manifest.artifacts if a.status != "built"):  # every row that ran
         tol, p = TOLERANCES[a.precision], a.parity
         assert (ref - a.test_accuracy) * 100 <= tol.max_acc_drop_pt, a.path
         if tol.max_rel is not None:
@@ -210,7 +213,7 @@ def test_export_removes_only_what_an_earlier_export_of_the_model_wrote(trained_c
     assert [a.precision for a in ncnn] == ["fp32", "fp16"] and all("winograd" in a.details for a in ncnn)
     # INT8 (named by the earlier manifest, not by this one) is gone; nothing else was touched.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [a.path for a in manifest.artifacts] + [a.sidecar for a in ncnn]
+        [a.path for a in manifest.artifacts] + [a.sidecar for a in manifest.artifacts if a.sidecar]
         + ["golden.npz", "resnet18_reference.pt2", "manifest.json", "notes.txt", "calib.npz", "resnet34_fp32.onnx",
            "resnet18_fp32.engine"])
     assert (out / "calib.npz").read_bytes() == b"not ours"
@@ -241,15 +244,19 @@ def test_export_gates_every_bound_of_the_table():
 
 
 def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained_ckpt, tmp_path):
+    # 2,000 evaluation images, as `make test`'s export: on 500, the int8 row's 0.5 pt bound is 2.5 images, and 7.7% of
+    # 500-image windows of the test set missed it for INT8 files whose drop on all 10k was 0.01-0.12 pt, 128
+    # calibration images or 1,000; no 2,000-image window did (scripts/int8_gate_sample.py, issue 34).
     out = tmp_path / "small"
     res = _cli(str(trained_ckpt), "--out", str(out), "--precision", "fp32,int8", "--no-cpu-int8", "--formats", "onnx",
-               "--limit", "500", "--calib-size", "128")
+               "--limit", "2000", "--calib-size", "128", "--no-trt-rtx")
     assert res.returncode == 0, res.stderr
     manifest = read_manifest(out)
     expected = [("onnx", "fp32"), ("torch", "fp32"), ("onnx", "int8")]
     assert [(a.format, a.precision) for a in manifest.artifacts] == expected
-    assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 500, 500, ("fp32", "int8"))
-    assert all(a.parity.n == 500 for a in manifest.artifacts) and manifest.golden.n == 500
+    assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 2000, 2000, ("fp32", "int8"))
+    assert ("tensorrt_rtx", "--no-trt-rtx was given.") in {(s.format, s.reason) for s in manifest.skipped}
+    assert all(a.parity.n == 2000 for a in manifest.artifacts) and manifest.golden.n == 1000  # GOLDEN_N
     assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_folded.pt2",
                                                      "resnet18_fp32.onnx", "resnet18_int8.onnx", "resnet18_reference.pt2"]
     for args, match in ((["--precision", "fp16,int8"], "always fp32"), (["--precision", "fp32,int4"], "int4"),

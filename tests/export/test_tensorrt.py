@@ -68,7 +68,7 @@ def test_engine_for_another_gpu_is_refused(trt_ready, export_dir, tmp_path):
     side = tensorrt.sidecar_path(engine)
     meta = json.loads(side.read_text())
     side.write_text(json.dumps({**meta, "tensorrt_version": "9.0.0"}))
-    with pytest.raises(ArtifactMismatch, match="built for TensorRT 9.0.0"):
+    with pytest.raises(ArtifactMismatch, match="built by TensorRT 9.0.0"):
         tensorrt.load_engine(engine)
 
 

@@ -23,7 +23,7 @@ def test_every_row_names_modules_that_exist():
             assert name in BACKENDS, (fmt.name, name)
     for b in BACKENDS.values():
         path = ROOT / "runtime" / "backends" / f"{b.module}.py"
-        assert re.search(rf"^class {b.cls}\((Backend|TorchBackend)\):", path.read_text(), re.M), (b.name, path)
+        assert re.search(rf"^class {b.cls}\((Backend|TorchBackend|TensorRTBackend)\):", path.read_text(), re.M), (b.name, path)
         assert b.name in {n for f in FORMATS.values() for n in f.backends}, f"{b.name} runs no format"
 
 

@@ -25,6 +25,19 @@ def test_compare_applies_the_precision_table():
     assert set(TOLERANCES) == {"fp32", "fp16", "bf16", "int8"}
 
 
+def test_an_accuracy_drop_of_exactly_the_bound_passes_and_one_image_more_fails():
+    """One image of 1,000 is 0.1 pt, the fp16 row's bound: (0.917 - 0.916) * 100 is 0.1000000000000001 in float,
+    which failed an FP16 file on the golden set before the comparison allowed for rounding."""
+    from runtime.tolerances import tolerance_failures
+
+    def fails(acc):
+        return tolerance_failures("fp16", max_rel=0.0, top1_agreement=1.0, accuracy=acc, ref_accuracy=917 / 1000)
+
+    assert fails(916 / 1000) == ()
+    assert fails(915 / 1000) == ("accuracy 91.50% is 0.20 pt below 91.70% (bound 0.1 pt)",)
+
+
+
 def test_every_available_cpu_backend_on_real_images(arts):
     # The ONNX files on the ONNX family, and torch; the edge formats (OpenVINO IR included) are held to the same
     # table over the same images by export itself, and on the golden set in tests/export/test_edge_formats.py
