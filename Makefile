@@ -27,7 +27,7 @@ setup: $(STAMP) data
 # installed by uv where it installs (here the extras took 25 s with uv, about 3.5 minutes with pip), held to
 # the torch just installed so that no resolver swaps it for another build (unheld, uv picked torch 2.9.1 with
 # CUDA wheels); pip where uv is not to be had or fails.
-EXTRAS := .[train,dev,openvino,nncf,edge,rtx]
+EXTRAS := .[train,dev,openvino,nncf,edge,rtx,compress]
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -147,7 +147,8 @@ class ExportSource:
 
     def model_entry(self) -> Model:
         m = self.config
-        return Model(self.name, m.num_classes, tuple(m.class_names), m.depth, m.stem)
+        return Model(self.name, m.num_classes, tuple(m.class_names), m.depth, m.stem,
+                     dict(self.state.get("compression") or {}))
 
     def preprocessing(self) -> Preprocessing:
         m = self.config

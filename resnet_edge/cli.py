@@ -9,6 +9,7 @@ from runtime import cli as runtime_cli
 from runtime import predict_cli, serve_cli
 from runtime.lab import cli as lab_cli
 from train import cli as train_cli
+from train import compress_cli
 
 app = typer.Typer(
     name="resnet-edge",
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 train_cli.register(app)
+compress_cli.register(app)
 export_cli.register(app)
 runtime_cli.register(app)
 predict_cli.register(app)

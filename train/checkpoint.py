@@ -98,6 +98,11 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks the entries {', '.join(missing)}.")
+    record = ckpt.get("compression")
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("teacher_sha256"), str)
+                                   and len(record["teacher_sha256"]) == 64
+                                   and all(c in "0123456789abcdef" for c in record["teacher_sha256"])):
+        raise CheckpointError(f"{path} records a compression whose teacher sha256 is malformed; re-run compress.")
     if ckpt["version"] > VERSION:
         raise CheckpointError(
             f"{path} is checkpoint version {ckpt['version']}; this resnet-edge reads up to {VERSION}."

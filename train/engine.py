@@ -43,6 +43,30 @@ class EpochResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """A student to train instead of a fresh network (``resnet-edge compress``): its config and weights, the teacher
+    whose logits it learns from, and what its checkpoints record about the compression."""
+
+    config: ModelConfig
+    model: nn.Module
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha on the hard labels; 0: hard labels alone
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+        """Hinton et al.'s distillation loss: KL to the teacher's softened outputs (times T^2) plus hard labels."""
+        hard = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if self.alpha == 0:
+            return hard
+        with torch.no_grad():
+            soft_t = F.softmax(self.teacher(x).float() / self.temperature, dim=1)
+        t2 = self.temperature ** 2
+        soft = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft_t, reduction="batchmean") * t2
+        return self.alpha * soft + (1 - self.alpha) * hard
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -84,6 +108,7 @@ class Run:
     resumed: Resumed | None = None
     amp_dtype: torch.dtype | None = None
     net: nn.Module | None = None  # the model, wrapped in DDP under torchrun
+    distill: Distillation | None = None
     scaler: Any = None  # torch.amp.GradScaler: active for fp16 autocast only
     train_start: float = 0.0
 
@@ -131,6 +156,7 @@ def train(
     init: Path | str | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     console: Console | None = None,
+    distill: Distillation | None = None,
 ) -> TrainResult:
     """Train ``cfg`` on Fashion-MNIST (or ``data``: an image folder), validating every epoch on a split carved
     from the training images (``cfg.val_size``), and reading the test split once at the end to report best.pt.
@@ -143,12 +169,12 @@ def train(
     console = console or Console(stderr=True)
     with distributed.process_group(cfg.device, cfg.threads) as ranks:
         run = _prepare(cfg, Path(out_dir), ranks, console, data or load_fashion_mnist(data_dir), resume,
-                       Path(init) if init else None)
+                       Path(init) if init else None, distill)
         return _loop(run, on_epoch_end)
 
 
 def _prepare(cfg: TrainConfig, out_dir: Path, ranks: Ranks, console: Console, data, resume: bool,
-             init: Path | None) -> Run:
+             init: Path | None, distill: Distillation | None = None) -> Run:
     """The run's model, optimiser and precision, restored from ``last.pt`` with ``resume``."""
     if data.split is None:  # Fashion-MNIST: carve the validation split (a folder's comes carved, by file)
         data = data.with_validation(cfg.val_size, cfg.seed)
@@ -157,7 +183,10 @@ def _prepare(cfg: TrainConfig, out_dir: Path, ranks: Ranks, console: Console, da
                        class_names=tuple(data.class_names), num_classes=len(data.class_names), mean=mean, std=std,
                        source_size=data.source_size, source_resize=data.source_resize)
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg)
+    model = build_model(mcfg) if distill is None else distill.model
+    if distill is not None:
+        mcfg = distill.config
+        distill.teacher.to(ranks.device).eval()
     if init is not None and not resume:
         mcfg = initialise(model, mcfg, init, console if ranks.main else None)
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -166,7 +195,7 @@ def _prepare(cfg: TrainConfig, out_dir: Path, ranks: Ranks, console: Console, da
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=True)
     result = TrainResult(out_dir=out_dir, device=str(ranks.device), world_size=ranks.world)
-    run = Run(cfg, out_dir, ranks, console, data, mcfg, model, optimizer, result)
+    run = Run(cfg, out_dir, ranks, console, data, mcfg, model, optimizer, result, distill=distill)
     run.resumed = restore(out_dir, model, optimizer, cfg, result) if resume else None
     model.to(run.device)
     if cfg.channels_last:
@@ -246,7 +275,10 @@ def _epoch(run: Run, epoch: int, advance: Callable[..., None]) -> tuple[torch.Te
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             logits = run.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if run.distill is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            else:
+                loss = run.distill.loss(logits.float(), x, y, cfg.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(run.optimizer)
@@ -287,6 +319,7 @@ def _end_epoch(run: Run, epoch: int, sums: torch.Tensor, ips: float, seconds: fl
                       scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
                       train_config=cfg.to_dict(), data_sha256=run.data.sha256,
                       extra={"split": run.data.split, "history": [e.__dict__ for e in result.history],
+                             **({"compression": run.distill.record} if run.distill else {}),
                              "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
         save_checkpoint(run.out_dir / "last.pt", **kwargs)
         if improved:

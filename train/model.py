@@ -21,6 +21,7 @@ from resnet_edge.errors import InvalidInput
 
 # depth: (block, blocks per stage); the stages are 64/128/256/512 wide (x4 at a Bottleneck's output).
 STAGES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    10: ("basic", (1, 1, 1, 1)),  # the shallow student `resnet-edge compress --depth 10` distils
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -52,6 +53,10 @@ class ModelConfig:
     resize: str = "bilinear"
     source_size: int = 28  # the images the data is stored as; ``image_size`` is reached from them by ``resize``
     source_resize: int | None = None  # None: stretch any image to source_size; else shorter side, then centre crop
+    # Channel widths, as data: a compressed (channel-pruned) network has its own (``resnet-edge compress``).
+    stem_width: int = 64
+    widths: tuple[int, ...] = WIDTHS  # each stage's block width (x4 at a Bottleneck's output)
+    block_widths: tuple[tuple[int, ...], ...] = ()  # the inner width of each block of each stage; () = its stage's
 
     @property
     def mean_per_channel(self) -> tuple[float, ...]:
@@ -66,6 +71,8 @@ class ModelConfig:
         d["class_names"] = list(self.class_names)
         for key in ("mean", "std"):
             d[key] = list(d[key]) if isinstance(d[key], tuple) else d[key]
+        d["widths"] = list(self.widths)
+        d["block_widths"] = [list(b) for b in self.block_widths]
         return d
 
     @classmethod
@@ -75,7 +82,15 @@ class ModelConfig:
         for key in ("mean", "std"):
             if isinstance(known.get(key), list):
                 known[key] = tuple(float(v) for v in known[key])
+        if "widths" in known:
+            known["widths"] = tuple(int(w) for w in known["widths"])
+        if "block_widths" in known:
+            known["block_widths"] = tuple(tuple(int(w) for w in b) for b in known["block_widths"])
         return cls(**known)
+
+    @property
+    def compressed(self) -> bool:
+        return (self.stem_width, tuple(self.widths), self.block_widths) != (64, WIDTHS, ())
 
 
 def _per_channel(value: float | tuple[float, ...], channels: int) -> tuple[float, ...]:
@@ -118,12 +133,13 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int = 1, inner: int | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, width, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        inner = inner or width
+        self.conv1 = nn.Conv2d(in_ch, inner, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(inner, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.downsample = _downsample(in_ch, width, stride)
 
@@ -144,8 +160,10 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int = 1, inner: int | None = None) -> None:
         super().__init__()
+        if inner not in (None, width):
+            raise InvalidInput("Bottleneck blocks take no separate inner width; compress supports basic blocks.")
         out_ch = width * self.expansion
         self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -178,22 +196,29 @@ class ResNet(nn.Module):
             raise InvalidInput(f"ResNet depth {config.depth} is not supported; choose one of {sorted(STAGES)}.")
         stem = Stem(config.stem)
         self.config = config
+        kind, counts = STAGES[config.depth]
+        inner = config.block_widths or tuple((w,) * n for w, n in zip(config.widths, counts))
+        if len(config.widths) != 4 or [len(b) for b in inner] != list(counts) or \
+                min((config.stem_width, *config.widths, *(w for b in inner for w in b))) < 1:
+            raise InvalidInput(f"The widths {config.widths} / {inner} do not describe a ResNet-{config.depth} "
+                               f"({', '.join(map(str, counts))} blocks a stage).")
+        c0 = config.stem_width
         if stem is Stem.IMAGENET:
-            self.conv1 = nn.Conv2d(config.in_channels, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(config.in_channels, c0, 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
         else:
-            self.conv1 = nn.Conv2d(config.in_channels, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(config.in_channels, c0, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(c0)
         self.relu = nn.ReLU(inplace=True)
-        kind, counts = STAGES[config.depth]
         block = BLOCKS[kind]
-        in_ch = 64
-        for i, (blocks, width) in enumerate(zip(counts, WIDTHS), start=1):
-            stride = 1 if i == 1 else 2
-            layers = [block(in_ch, width, stride)]
-            in_ch = width * block.expansion
-            layers += [block(in_ch, width) for _ in range(blocks - 1)]
+        in_ch = c0
+        for i, (width, inner_widths) in enumerate(zip(config.widths, inner), start=1):
+            layers = []
+            for j, w in enumerate(inner_widths):
+                layers.append(block(in_ch, width, 2 if i > 1 and j == 0 else 1,
+                                    None if config.block_widths == () else w))
+                in_ch = width * block.expansion
             self.add_module(f"layer{i}", nn.Sequential(*layers))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_ch, config.num_classes)

@@ -52,6 +52,9 @@ class Model:
     class_names: tuple[str, ...]
     depth: int = 18
     stem: str = "imagenet"
+    # A compressed model (``resnet-edge compress``): its teacher's sha256 and accuracy, the ratio, MACs and
+    # parameters, as its checkpoint records them; empty for a model as trained.
+    compression: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,10 @@ def bench_cmd(
                                                    "--peers); written to --summary-dir as .md, .csv, .json, .png.")
                        ] = False,
     summary_dir: Annotated[Path, Opt(help="Where --summary writes summary.md/.csv/.json/.png.")] = Path("reports"),
+    pareto_with: Annotated[Optional[str], Opt(help="Compressed models' artifact folders, comma-separated: bench them "
+                                                   "with ARTIFACTS_DIR (the teacher's) in one interleaved run, each "
+                                                   "format on its own runtime, against OpenVINO + NNCF INT8 of each "
+                                                   "model, and write pareto.md/.csv/.json/.png to --summary-dir.")] = None,
 ) -> None:
     """Latency (min/mean/p50/p90/p95/p99/max) and throughput per backend, precision and batch size."""
     from runtime.formats import parse_precisions
@@ -78,6 +82,8 @@ def bench_cmd(
     cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
                       iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
     arts = load_artifacts(artifacts_dir)
+    if pareto_with is not None:
+        return _pareto(arts, pareto_with, cfg, threads, data_dir, summary_dir)
     wanted = set(parse_precisions(precision)) or None
     peers = peers or summary
     with _progress() as bar:
@@ -109,6 +115,29 @@ def bench_cmd(
             console.print(f"wrote {writer(result, path)}")
     if summary:
         _write_summary(rows, result, summary_dir)
+
+
+def _pareto(arts, pareto_with: str, cfg, threads: int, data_dir, out_dir: Path) -> None:
+    from runtime.lab.pareto import pareto_bench, pareto_markdown, write_pareto
+    from runtime.lab.report import header
+    from runtime.preprocess import eval_inputs
+    from runtime.spec import load_artifacts
+
+    others = [load_artifacts(Path(p.strip())) for p in pareto_with.split(",") if p.strip()]
+    if not others:
+        raise InvalidInput("--pareto-with needs at least one artifact folder besides ARTIFACTS_DIR.")
+    with _progress() as bar:
+        task = bar.add_task("quantizing the NNCF INT8 peers")
+        calib = _peer_calibration(arts, data_dir)
+        x, labels = eval_inputs(arts, max(cfg.accuracy_images, max(cfg.batches)), data_dir)
+        result, rows = pareto_bench([arts, *others], cfg, x, labels, threads=threads, calibration=calib,
+                                    progress=lambda d: bar.update(task, description=f"bench: {d}"))
+    console.print(pareto_markdown(rows), markup=False, highlight=False)
+    meta = {"machine": header(result), "largest_batch": max(result.config.batches),
+            "speedup": "the teacher's OpenVINO + NNCF INT8 p50 over this row's: above 1 is this row faster",
+            "bench": result.to_dict()}
+    for path in write_pareto(rows, out_dir, meta):
+        console.print(f"wrote {path}")
 
 
 def _summary_rows(arts, variants, result, progress):
