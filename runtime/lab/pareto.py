@@ -145,6 +145,13 @@ def write_pareto(rows: list[ParetoRow], out_dir: Path, meta: dict) -> list[Path]
     return written
 
 
+def _short(label: str) -> str:
+    for long, short in (("peer: OpenVINO + NNCF INT8", "NNCF int8"), ("onnxruntime", "ORT"), ("openvino IR", "OV"),
+                        ("executorch", "ET"), (" folded", "")):
+        label = label.replace(long, short)
+    return label
+
+
 def _plot(rows: list[ParetoRow], path: Path, largest: int | None) -> Path:
     import matplotlib
 
@@ -161,8 +168,7 @@ def _plot(rows: list[ParetoRow], path: Path, largest: int | None) -> Path:
             if x is None or r.accuracy is None:
                 continue
             ax.scatter(x, r.accuracy * 100, color=colors[r.model], marker="x" if r.peer else "o", s=40)
-            ax.annotate(r.label.replace("peer: ", "").split(" ")[0] + (" NNCF" if r.peer else ""), (x, r.accuracy * 100),
-                        fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.annotate(_short(r.label), (x, r.accuracy * 100), fontsize=6, xytext=(3, 2), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (%)")
