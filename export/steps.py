@@ -142,10 +142,7 @@ def engine(precision: str, lib: tensorrt.Library = tensorrt.TENSORRT) -> Callabl
             b.decisions["triton_tensorrt_rtx"] = (
                 "TensorRT-RTX engines are not put in the Triton repository: Triton's TensorRT backend loads plans of "
                 "the full TensorRT, not TensorRT-RTX; serve them with 'resnet-edge serve --backend tensorrt_rtx'.")
-        why_not = tensorrt.run_unavailable_reason(lib)
-        cc = tensorrt.gpu_capability()
-        if why_not is None and rtx and cc not in side["compute_capabilities"]:
-            why_not = f"this GPU's compute capability {cc} is not among the targets built for."
+        why_not = tensorrt.engine_unavailable_reason(out, lib)
         checked = {"parser_errors": side["parser_errors"], "network_layers": side["network_layers"],
                    "targets": side.get("compute_capabilities") or [side.get("compute_capability")]}
         if why_not is None:

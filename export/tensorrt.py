@@ -30,6 +30,7 @@ from runtime.backends.trt_engine import (  # noqa: F401 - the runtime half, re-e
     check_compatible,
     device_identity,
     engine_max_batch,
+    engine_unavailable_reason,
     gpu_capability,
     load_engine,
     read_sidecar,

@@ -94,6 +94,17 @@ def run_unavailable_reason(lib: Library = TENSORRT) -> str | None:
     return None
 
 
+def engine_unavailable_reason(engine: Path, lib: Library = TENSORRT) -> str | None:
+    """None when this engine can run here; otherwise why not, as one sentence (a TensorRT-RTX engine also needs this
+    GPU among the compute capabilities it was built for)."""
+    reason = run_unavailable_reason(lib)
+    if reason is None and lib.builds_without_gpu:
+        cc = gpu_capability()
+        if cc not in [str(c) for c in read_sidecar(engine).get("compute_capabilities", [])]:
+            reason = f"this GPU's compute capability {cc} is not among the targets built for."
+    return reason
+
+
 def unavailable_reason(lib: Library = TENSORRT) -> str | None:
     """None when ``lib``'s engines can be built here; otherwise why not, as one sentence."""
     if lib.builds_without_gpu:
