@@ -13,7 +13,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
@@ -24,7 +23,7 @@ from export.fold import count_modules, fold_batchnorm
 from resnet_edge import __version__
 from resnet_edge.atomic import atomic_path, sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
-from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.checkpoint import Checkpoint
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -38,26 +37,23 @@ def _check_opset(opset: int) -> None:
                            f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET}).")
 
 
-def model_metadata(ckpt: dict[str, Any], ckpt_sha256: str, test_accuracy: float | None = None) -> dict[str, str]:
+def model_metadata(ckpt: Checkpoint, ckpt_sha256: str, test_accuracy: float | None = None) -> dict[str, str]:
     """The provenance every artifact carries: what the runtime needs to feed the model."""
-    from train.model import ModelConfig
-
-    cfg = ckpt["config"]
-    m = ModelConfig.from_dict(cfg)
-    acc = test_accuracy if test_accuracy is not None else ckpt["metrics"].get("test_acc", float("nan"))
+    m = ckpt.config
+    acc = test_accuracy if test_accuracy is not None else ckpt.metrics.test_acc
     return {
-        "model": f"resnet{cfg['depth']}",
-        "class_names": json.dumps(list(cfg["class_names"])),
+        "model": f"resnet{m.depth}",
+        "class_names": json.dumps(list(m.class_names)),
         "mean": json.dumps(list(m.mean_per_channel)),
         "std": json.dumps(list(m.std_per_channel)),
-        "image_size": str(cfg["image_size"]),
-        "resize": cfg.get("resize", "bilinear"),
+        "image_size": str(m.image_size),
+        "resize": m.resize,
         "source_size": str(m.source_size),
         "source_resize": str(m.source_resize) if m.source_resize is not None else "none",
-        "stem": cfg["stem"],
+        "stem": m.stem,
         "toolkit_version": __version__,
         "source_checkpoint_sha256": ckpt_sha256,
-        "test_accuracy": f"{acc:.6f}",
+        "test_accuracy": f"{acc if acc is not None else float('nan'):.6f}",
     }
 
 
@@ -109,8 +105,8 @@ def onnx_from_model(folded: nn.Module, out: Path, *, metadata: dict[str, str], o
 def export_onnx(ckpt: Path, out: Path, *, opset: int = DEFAULT_OPSET, test_accuracy: float | None = None) -> Path:
     """Checkpoint in, FP32 ONNX of the BN-folded model out."""
     _check_opset(opset)
-    state = load_checkpoint(ckpt)
-    folded = fold_batchnorm(model_from_checkpoint(state, ckpt))
+    state = Checkpoint.read(ckpt)
+    folded = fold_batchnorm(state.model(ckpt))
     return onnx_from_model(folded, out, metadata=model_metadata(state, sha256_file(ckpt), test_accuracy), opset=opset)
 
 

@@ -188,8 +188,7 @@ def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden
     return Manifest(
         model=src.model_entry(), preprocessing=src.preprocessing(), io=src.io(),
         source=Source(checkpoint=str(cfg.checkpoint), sha256=src.sha256, test_accuracy=src.fold.ref_accuracy,
-                      epoch=s["epoch"], train_reported_test_accuracy=s["metrics"].get("test_acc"),
-                      data_sha256=s.get("data_sha256", "")),
+                      epoch=s.epoch, train_reported_test_accuracy=s.metrics.test_acc, data_sha256=s.data_sha256),
         artifacts=tuple(build.rows), golden=golden, reference=reference, fold=src.fold,
         evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions)),
         skipped=tuple(build.skipped), decisions=build.decisions, tools=src.tools)

@@ -30,7 +30,7 @@ from runtime.contract import (
     Tensor,
 )
 from runtime.outputs import run_batched
-from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.checkpoint import Checkpoint
 from train.heldout import evaluation_data
 
 GOLDEN_N = 1000  # enough for INT8's 99% top-1 agreement bound to be resolved (one image is 0.1%)
@@ -58,7 +58,7 @@ class ExportSource:
     """The checkpoint, its folded model, the data export decides on, and the reference logits."""
 
     checkpoint: Path
-    state: dict[str, Any]
+    state: Checkpoint
     model: torch.nn.Module
     folded: torch.nn.Module
     sha256: str
@@ -66,8 +66,8 @@ class ExportSource:
 
     @classmethod
     def load(cls, checkpoint: Path) -> ExportSource:
-        state = load_checkpoint(checkpoint)
-        model = model_from_checkpoint(state, checkpoint)
+        state = Checkpoint.read(checkpoint)
+        model = state.model(checkpoint)
         return cls(checkpoint, state, model, fold_batchnorm(model), sha256_file(checkpoint))
 
     @property
@@ -91,7 +91,7 @@ class ExportSource:
         from export.quantize import MIN_CALIBRATION
 
         m = self.config
-        data = evaluation_data(m, self.state.get("split"), data_dir=data_dir, folder=folder, limit=limit,
+        data = evaluation_data(m, self.state.split, data_dir=data_dir, folder=folder, limit=limit,
                                calib_size=calib_size, heldout_size=heldout_size, seed=seed, console=console)
         if calib_size and len(data.calibration) < MIN_CALIBRATION:
             raise InvalidInput(f"{folder or 'the dataset'} has {len(data.calibration)} training images for INT8 "
@@ -148,7 +148,7 @@ class ExportSource:
     def model_entry(self) -> Model:
         m = self.config
         return Model(self.name, m.num_classes, tuple(m.class_names), m.depth, m.stem,
-                     dict(self.state.get("compression") or {}))
+                     self.state.compression)
 
     def preprocessing(self) -> Preprocessing:
         m = self.config

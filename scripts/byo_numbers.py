@@ -162,12 +162,12 @@ def int8_agreement(arts: Path, ckpt: Path, folder: Path) -> dict:
     from export.parity import ort_logits
     from export.quantize import to_int8
     from resnet_edge.images import to_input
-    from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.checkpoint import Checkpoint
     from train.heldout import evaluation_data
 
-    state = load_checkpoint(ckpt)
-    cfg = model_from_checkpoint(state, ckpt).config
-    evald = evaluation_data(cfg, state.get("split"), folder=folder, limit=500, calib_size=256)
+    state = Checkpoint.read(ckpt)
+    cfg = state.model(ckpt).config
+    evald = evaluation_data(cfg, state.split, folder=folder, limit=500, calib_size=256)
     calib = to_input(evald.calibration.images.numpy(), cfg.mean, cfg.std, cfg.image_size)
     x = to_input(evald.test.images.numpy(), cfg.mean, cfg.std, cfg.image_size)
     t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def train_cmd(
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT/last.pt.")] = False,
 ) -> None:
     """Train ResNet on Fashion-MNIST or an image folder, evaluating on the test split every epoch."""
-    from train.checkpoint import load_checkpoint
+    from train.checkpoint import Checkpoint
     from train.engine import train
 
     depth = _arch_depth(arch, depth)
@@ -72,7 +72,7 @@ def train_cmd(
                      image_size=image_size, crop_padding=crop_padding, hflip=hflip, erase_prob=erase_prob,
                      limit_train=limit_train, limit_test=limit_test, val_size=val_size)
     if resume and (out / "last.pt").is_file():
-        saved = TrainConfig.from_dict(load_checkpoint(out / "last.pt").get("train_config", {}))
+        saved = Checkpoint.read(out / "last.pt").train_config or TrainConfig()
         given = {k: v for k, v in overrides.items() if v is not None}
         cfg = preset(saved.preset, **{**saved.to_dict(), **given})
     else:
@@ -115,15 +115,15 @@ def eval_cmd(
 ) -> None:
     """Overall and per-class test accuracy and the confusion matrix of a checkpoint."""
     from resnet_edge.atomic import atomic_write_text
-    from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.checkpoint import Checkpoint
     from train.engine import resolve_device
     from train.evaluate import plot_confusion, predict, report
     from train.heldout import evaluation_data
 
-    state = load_checkpoint(ckpt)
-    model = model_from_checkpoint(state, ckpt)
+    state = Checkpoint.read(ckpt)
+    model = state.model(ckpt)
     cfg = model.config
-    dataset = evaluation_data(cfg, state.get("split"), data_dir=data_dir, folder=data, console=console)
+    dataset = evaluation_data(cfg, state.split, data_dir=data_dir, folder=data, console=console)
     logits = predict(model.to(resolve_device(device)), dataset.test, mean=cfg.mean, std=cfg.std,
                      image_size=cfg.image_size, device=resolve_device(device))
     rep = report(logits, dataset.test.labels, dataset.class_names)

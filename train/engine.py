@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from resnet_edge.atomic import atomic_path
+from resnet_edge.compression import Compression
 from resnet_edge.errors import InvalidInput
 from train import distributed
 from train.amp import amp_name, choose_amp
-from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from train.checkpoint import Checkpoint, EpochResult, Metrics
 from train.config import Schedule, TrainConfig
 from train.data import Augment, FashionMNIST, FolderData, iterate_batches, load_fashion_mnist
 from train.distributed import Ranks, resolve_device
@@ -30,17 +30,6 @@ from train.model import ModelConfig, build_model
 from train.resume import Resumed, initialise, restore
 
 __all__ = ["EpochResult", "TrainResult", "lr_at", "resolve_device", "train"]
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float  # on the validation split carved from the training images (nan without one)
-    val_acc: float
-    img_per_s: float
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -53,7 +42,7 @@ class Distillation:
     teacher: nn.Module
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha on the hard labels; 0: hard labels alone
-    record: dict[str, Any] = field(default_factory=dict)
+    record: Compression | None = None
 
     def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
         """Hinton et al.'s distillation loss: KL to the teacher's softened outputs (times T^2) plus hard labels."""
@@ -310,20 +299,19 @@ def _end_epoch(run: Run, epoch: int, sums: torch.Tensor, ips: float, seconds: fl
     if improved:
         result.best_acc, result.best_epoch = val_acc, epoch
     if main:
-        metrics = {"val_acc": val_acc, "val_loss": val_loss, "train_loss": ep.train_loss,
-                   "train_acc": ep.train_acc, "train_img_per_s": ips, "best_acc": result.best_acc,
-                   "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
-                   "world_size": result.world_size, "amp": result.amp, "device": result.device}
+        metrics = Metrics(val_acc=val_acc, val_loss=val_loss, train_loss=ep.train_loss, train_acc=ep.train_acc,
+                          train_img_per_s=ips, best_acc=result.best_acc, best_epoch=result.best_epoch,
+                          train_seconds=result.train_seconds, world_size=result.world_size, amp=result.amp,
+                          device=result.device)
         device = run.device
-        kwargs = dict(model=run.model, config=run.mcfg, epoch=epoch, metrics=metrics, optimizer=run.optimizer,
-                      scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
-                      train_config=cfg.to_dict(), data_sha256=run.data.sha256,
-                      extra={"split": run.data.split, "history": [e.__dict__ for e in result.history],
-                             **({"compression": run.distill.record} if run.distill else {}),
-                             "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
-        save_checkpoint(run.out_dir / "last.pt", **kwargs)
+        ckpt = Checkpoint.of(run.model, run.mcfg, optimizer=run.optimizer, epoch=epoch, metrics=metrics,
+                             scheduler={"name": cfg.schedule, "epochs_done": epoch, "lr_function": "train.engine.lr_at"},
+                             train_config=cfg, data_sha256=run.data.sha256, split=run.data.split,
+                             history=tuple(result.history), compression=run.distill.record if run.distill else None,
+                             cuda_rng_state=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        ckpt.write(run.out_dir / "last.pt")
         if improved:
-            save_checkpoint(run.out_dir / "best.pt", **kwargs)
+            ckpt.write(run.out_dir / "best.pt")
     return ep
 
 
@@ -331,10 +319,9 @@ def _report_test(run: Run) -> None:
     """best.pt on the test split, once: the accuracy reported for what is exported, written into best.pt."""
     best = run.out_dir / "best.pt"
     test_split = run.data.test.subset(run.cfg.limit_test)
-    ckpt = load_checkpoint(best)
-    logits = run.eval_logits(test_split, model=model_from_checkpoint(ckpt, best).to(run.device))
+    ckpt = Checkpoint.read(best)
+    logits = run.eval_logits(test_split, model=ckpt.model(best).to(run.device))
     run.result.test_acc = float((logits.argmax(1) == test_split.labels).float().mean())
-    ckpt["metrics"].update(test_acc=run.result.test_acc, test_loss=float(F.cross_entropy(logits, test_split.labels)),
-                           test_images=len(test_split))
-    with atomic_path(best) as tmp:
-        torch.save(ckpt, tmp)
+    metrics = replace(ckpt.metrics, test_acc=run.result.test_acc, test_images=len(test_split),
+                      test_loss=float(F.cross_entropy(logits, test_split.labels)))
+    replace(ckpt, metrics=metrics).write(best)

@@ -98,7 +98,7 @@ def import_weights(weights: Path, *, arch: str, num_classes: int, image_size: in
                    mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                    classes: Path | None = None, data: Path | None = None, resize: int | None = None) -> dict[str, Any]:
     """Check the weights against ``arch`` and write the project checkpoint ``out`` (atomically; nothing on error)."""
-    from train.checkpoint import save_checkpoint
+    from train.checkpoint import Checkpoint
 
     if arch not in ARCHS:
         raise InvalidInput(f"Unknown --arch '{arch}'; choose one of {', '.join(ARCHS)}.")
@@ -122,6 +122,5 @@ def import_weights(weights: Path, *, arch: str, num_classes: int, image_size: in
     what = f"a {arch} with {channels} input channels and {num_classes} classes"
     check_state_dict(model.state_dict(), got, what, Path(weights))
     model.load_state_dict(got, strict=False)  # every weight was checked above; only counters may be absent
-    save_checkpoint(Path(out), model=model.eval(), config=config, epoch=0, metrics={},
-                    extra={"imported_from": {"weights": str(weights), "arch": arch}})
+    Checkpoint.of(model.eval(), config, imported_from={"weights": str(weights), "arch": arch}).write(Path(out))
     return {"arch": arch, "config": config, "tensors": len(got)}

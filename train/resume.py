@@ -12,7 +12,7 @@ from torch import nn
 
 from resnet_edge.errors import CheckpointError, InvalidInput
 from train.amp import AMP_DTYPES
-from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.checkpoint import Checkpoint
 from train.config import TrainConfig
 from train.model import ModelConfig
 
@@ -27,13 +27,11 @@ class Resumed:
 
 def restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result) -> Resumed:
     """Continue the saved run exactly: same settings, same schedule, same precision, same RNG state."""
-    from train.engine import EpochResult
-
     path = out_dir / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"--resume needs {path}, which does not exist.")
-    ckpt = load_checkpoint(path)
-    saved = TrainConfig.from_dict(ckpt.get("train_config", {}))
+    ckpt = Checkpoint.read(path)
+    saved = ckpt.train_config or TrainConfig()
     if saved.epochs != cfg.epochs:
         raise InvalidInput(f"--resume: {path} follows a {saved.epochs}-epoch learning-rate schedule; resume with "
                            f"--epochs {saved.epochs} (another length would jump the learning rate mid-run).")
@@ -42,24 +40,21 @@ def restore(out_dir: Path, model, optimizer, cfg: TrainConfig, result) -> Resume
                          and k not in ("device", "threads"))
         raise InvalidInput(f"--resume: {path} was trained with other settings ({', '.join(changed)}); resume with "
                            "the same options.")
-    if ckpt["epoch"] >= cfg.epochs:
-        raise InvalidInput(f"--resume: {path} already finished epoch {ckpt['epoch']} of {cfg.epochs}, the end of its "
+    if ckpt.epoch >= cfg.epochs:
+        raise InvalidInput(f"--resume: {path} already finished epoch {ckpt.epoch} of {cfg.epochs}, the end of its "
                            "schedule; start a new run in another --out directory.")
-    model.load_state_dict(model_from_checkpoint(ckpt, path).state_dict())
-    if ckpt.get("optimizer"):
-        optimizer.load_state_dict(ckpt["optimizer"])
-    m = ckpt["metrics"]
-    result.best_acc, result.best_epoch = m.get("best_acc", 0.0), m.get("best_epoch", 0)
-    result.train_seconds = m.get("train_seconds", 0.0)
-    try:
-        result.history = [EpochResult(**e) for e in ckpt.get("history", [])]
-    except TypeError:
+    model.load_state_dict(ckpt.model(path).state_dict())
+    if ckpt.optimizer:
+        optimizer.load_state_dict(ckpt.optimizer)
+    m = ckpt.metrics
+    result.best_acc, result.best_epoch, result.train_seconds = m.best_acc, m.best_epoch, m.train_seconds
+    if ckpt.history is None:
         raise CheckpointError(f"--resume: {path} was written by an older resnet-edge, which chose its epoch on the "
-                              "test set; start a new run in another --out directory.") from None
-    amp = str(m.get("amp", "none"))
-    if amp not in AMP_DTYPES:
-        raise CheckpointError(f"{path} records an unknown autocast precision '{amp}'.")
-    return Resumed(ckpt["epoch"] + 1, AMP_DTYPES[amp], ckpt.get("rng_state"), ckpt.get("cuda_rng_state"))
+                              "test set; start a new run in another --out directory.")
+    result.history = list(ckpt.history)
+    if m.amp not in AMP_DTYPES:
+        raise CheckpointError(f"{path} records an unknown autocast precision '{m.amp}'.")
+    return Resumed(ckpt.epoch + 1, AMP_DTYPES[m.amp], ckpt.rng_state, ckpt.cuda_rng_state)
 
 
 def initialise(model: nn.Module, mcfg: ModelConfig, init: Path, console: Console | None) -> ModelConfig:

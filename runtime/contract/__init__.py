@@ -8,6 +8,7 @@ from runtime.contract.manifest import (
     SCHEMA_FILE,
     SCHEMA_VERSION,
     ArtifactRow,
+    Compression,
     Evaluation,
     Golden,
     Manifest,
@@ -24,6 +25,6 @@ from runtime.contract.manifest import (
     write_manifest,
 )
 
-__all__ = ["GOLDEN_FILE", "IO", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "ArtifactRow", "Evaluation", "Golden",
+__all__ = ["GOLDEN_FILE", "IO", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "ArtifactRow", "Compression", "Evaluation", "Golden",
            "Manifest", "Model", "Precision", "Preprocessing", "Reference", "Skipped", "Source", "Tensor", "manifest_schema",
            "parse_manifest", "read_manifest", "write_manifest"]

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from resnet_edge.atomic import atomic_write_text, sha256_file
+from resnet_edge.compression import Compression
 from resnet_edge.errors import ArtifactMismatch
 from resnet_edge.images import policy_text
-from runtime.contract.typed import Malformed, from_json, schema, to_json
+from resnet_edge.typed import Malformed, from_json, schema, to_json
 from runtime.tolerances import ParityResult
 
 SCHEMA_VERSION = 2
@@ -52,9 +53,7 @@ class Model:
     class_names: tuple[str, ...]
     depth: int = 18
     stem: str = "imagenet"
-    # A compressed model (``resnet-edge compress``): its teacher's sha256 and accuracy, the ratio, MACs and
-    # parameters, as its checkpoint records them; empty for a model as trained.
-    compression: dict[str, Any] = field(default_factory=dict)
+    compression: Compression | None = None  # None: the model as trained
 
 
 @dataclass(frozen=True)
@@ -241,6 +240,8 @@ def parse_manifest(doc: Any, where: str = MANIFEST) -> Manifest:
     if version not in READABLE_VERSIONS:
         raise ArtifactMismatch(f"{where} has schema version {version}; this resnet-edge reads versions "
                                f"{', '.join(map(str, READABLE_VERSIONS))}.")
+    if isinstance(doc.get("model"), dict) and doc["model"].get("compression") == {}:
+        doc = {**doc, "model": {**doc["model"], "compression": None}}  # written as {} before the record was typed
     try:
         return from_json(Manifest, _upgrade_v1(doc) if version == 1 else doc)
     except Malformed as exc:

@@ -97,10 +97,10 @@ def pareto_rows(names: list[str], folders: list[Artifacts], result: BenchResult)
     rows = []
     for name, arts in zip(names, folders):
         comp = arts.manifest.model.compression
-        params, macs = comp.get("params"), comp.get("macs")
-        if not comp and folders[0] is arts:
-            params, macs = (folders[1].manifest.model.compression.get(k) for k in ("teacher_params", "teacher_macs")) \
-                if len(folders) > 1 else (None, None)
+        params, macs = (comp.params, comp.macs) if comp else (None, None)
+        if comp is None and folders[0] is arts:  # the teacher: its size as its students recorded it
+            told = next((f.manifest.model.compression for f in folders[1:] if f.manifest.model.compression), None)
+            params, macs = (told.teacher_params, told.teacher_macs) if told else (None, None)
         for label in dict.fromkeys(r.label for r in result.rows if r.label.startswith(name + ": ")):
             b1, bn = stat(label, 1), stat(label, largest)
             rows.append(ParetoRow(name, label.removeprefix(name + ": "), b1.peer if b1 else False, params, macs,

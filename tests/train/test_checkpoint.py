@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from resnet_edge.errors import CheckpointError
-from train.checkpoint import load_checkpoint, load_model, save_checkpoint
+from train.checkpoint import Checkpoint, Metrics, load_model
 from train.model import ModelConfig, resnet18
 
 
 def _save(path, model=None, cfg=None, **kw):
     cfg = cfg or ModelConfig(class_names=tuple("abcdefghij"), mean=0.28, std=0.35)
     model = model or resnet18()
-    return save_checkpoint(path, model=model, config=cfg, epoch=3, metrics={"test_acc": 0.9}, **kw)
+    return Checkpoint.of(model, cfg, epoch=3, metrics=Metrics(test_acc=0.9), **kw).write(path)
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):
@@ -66,13 +66,13 @@ def test_atomic_writes_honour_the_umask_without_touching_it(tmp_path, monkeypatc
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_text("hello")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
-        load_checkpoint(tmp_path / "x.pt")
+        Checkpoint.read(tmp_path / "x.pt")
 
 
 def test_plain_state_dict_is_not_ours(tmp_path):
     torch.save(resnet18().state_dict(), tmp_path / "sd.pt")
     with pytest.raises(CheckpointError, match="not a resnet-edge checkpoint"):
-        load_checkpoint(tmp_path / "sd.pt")
+        Checkpoint.read(tmp_path / "sd.pt")
 
 
 def test_truncated(tmp_path):
@@ -102,13 +102,13 @@ def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     torch.save({"format": "resnet-edge-checkpoint", "x": evil}, tmp_path / "evil_zip.pt")
     for name in ("evil.pt", "evil_zip.pt"):
         with pytest.raises(CheckpointError, match="could run code|not a PyTorch checkpoint"):
-            load_checkpoint(tmp_path / name)
+            Checkpoint.read(tmp_path / name)
     assert not marker.exists()
 
 
 def test_missing(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(tmp_path / "nope.pt")
+        Checkpoint.read(tmp_path / "nope.pt")
 
 
 def _cli(*args, cwd=None):
@@ -143,3 +143,46 @@ def test_checkpoints_from_before_torchvisions_names_still_load(tmp_path):
     torch.save({**ckpt, "state_dict": old}, tmp_path / "old.pt")  # as the seed wrote them
     x = torch.randn(3, 1, 28, 28)
     assert torch.equal(load_model(tmp_path / "old.pt")(x), model(x))
+
+
+def test_the_typed_checkpoint_round_trips_its_record(tmp_path):
+    from resnet_edge.compression import Compression
+    from train.checkpoint import EpochResult
+    from train.config import TrainConfig
+
+    cfg = ModelConfig(class_names=tuple("abcdefghij"), mean=0.28, std=0.35)
+    history = (EpochResult(1, 0.5, 0.8, 0.45, 0.84, 900.0, 12.0), EpochResult(2, 0.4, 0.86, 0.41, 0.87, 910.0, 11.5))
+    record = Compression(teacher="t.pt", teacher_sha256="ab" * 32, ratio=0.5, depth=18, params=10, macs=20,
+                         teacher_params=40, teacher_macs=80, teacher_test_accuracy=0.9, qat_epochs=1,
+                         int8_simulated_agreement=0.995)
+    path = Checkpoint.of(resnet18(), cfg, epoch=2, metrics=Metrics(test_acc=0.91, best_epoch=2), history=history,
+                         compression=record, train_config=TrainConfig(epochs=2), split={"seed": 0}).write(tmp_path / "c.pt")
+    back = Checkpoint.read(path)
+    assert (back.config, back.epoch, back.history, back.compression) == (cfg, 2, history, record)
+    assert back.metrics.test_acc == 0.91 and back.metrics.best_epoch == 2 and back.train_config.epochs == 2
+    assert back.split == {"seed": 0} and back.imported_from is None
+    raw = torch.load(path, weights_only=True)  # on disk: plain data, no pickled classes
+    assert raw["compression"]["teacher_sha256"] == "ab" * 32 and raw["history"][1]["val_acc"] == 0.87
+    assert raw["metrics"]["test_acc"] == 0.91 and raw["train_config"]["epochs"] == 2
+
+
+@pytest.mark.parametrize(("record", "match"), [
+    ({"teacher": "t.pt", "teacher_sha256": "ab" * 32, "ratio": 0.5}, "lacks 'compression.depth'"),
+    ({"teacher": "t.pt", "teacher_sha256": "AB" * 32, "ratio": 0.5, "depth": 18, "params": 1, "macs": 1,
+      "teacher_params": 4, "teacher_macs": 4}, "'teacher_sha256' is not a sha256"),
+    ({"teacher": "t.pt", "teacher_sha256": "ab" * 32, "ratio": 1.5, "depth": 18, "params": 1, "macs": 1,
+      "teacher_params": 4, "teacher_macs": 4}, "ratio 1.5 or parameter counts are out of range"),
+    ("a string", "malformed compression record"),
+])
+def test_a_malformed_compression_record_is_refused_in_one_sentence(tmp_path, record, match):
+    raw = torch.load(_save(tmp_path / "c.pt"), weights_only=True)
+    torch.save({**raw, "compression": record}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=match):
+        Checkpoint.read(tmp_path / "bad.pt")
+
+
+def test_an_older_history_still_exports_but_is_not_resumed(tmp_path):
+    raw = torch.load(_save(tmp_path / "c.pt"), weights_only=True)
+    torch.save({**raw, "history": [{"epoch": 1, "test_acc": 0.9}]}, tmp_path / "old.pt")  # chose its epoch on test
+    old = Checkpoint.read(tmp_path / "old.pt")
+    assert old.history is None and old.model() is not None

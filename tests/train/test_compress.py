@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet_edge.errors import CheckpointError, InvalidInput
-from train.checkpoint import load_checkpoint, load_model, model_from_checkpoint, save_checkpoint
+from train.checkpoint import Checkpoint, load_model
 from train.model import ModelConfig, resnet18
 
 pytest.importorskip("torch_pruning", reason="compress needs Torch-Pruning (pip install 'resnet-edge[compress]')")
@@ -62,13 +62,15 @@ def test_widths_that_disagree_with_the_weights_and_a_malformed_teacher_hash_are_
 
     model = prune(resnet18(), 0.5)
     wrong = ModelConfig(stem_width=32, widths=(32, 64, 128, 248), block_widths=model.config.block_widths)
-    path = save_checkpoint(tmp_path / "c.pt", model=model, config=wrong, epoch=1, metrics={})
+    path = Checkpoint.of(model, wrong, epoch=1).write(tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="holds weights of another architecture than its config"):
         load_model(path)
-    bad = save_checkpoint(tmp_path / "h.pt", model=model, config=model.config, epoch=1, metrics={},
-                          extra={"compression": {"teacher_sha256": "not-a-hash"}})
-    with pytest.raises(CheckpointError, match="teacher sha256 is malformed"):
-        load_checkpoint(bad)
+    state = torch.load(Checkpoint.of(model, model.config, epoch=1).write(tmp_path / "h.pt"), weights_only=True)
+    record = {"teacher": "t.pt", "teacher_sha256": "not-a-hash", "ratio": 0.5, "depth": 18, "params": 1, "macs": 1,
+              "teacher_params": 4, "teacher_macs": 4}
+    torch.save({**state, "compression": record}, tmp_path / "h.pt")
+    with pytest.raises(CheckpointError, match="'teacher_sha256' is not a sha256"):
+        Checkpoint.read(tmp_path / "h.pt")
 
 
 def _cli(*args):
@@ -97,7 +99,7 @@ def test_a_checkpoint_that_is_not_ours_or_not_a_basic_block_resnet_is_refused(tm
     res = _cli(tmp_path / "junk.pt", "--out", tmp_path / "o")
     assert res.returncode == 2 and "not a PyTorch checkpoint" in res.stderr and "Traceback" not in res.stderr
     m = resnet50()
-    path = save_checkpoint(tmp_path / "r50.pt", model=m, config=m.config, epoch=1, metrics={})
+    path = Checkpoint.of(m, m.config, epoch=1).write(tmp_path / "r50.pt")
     res = _cli(path, "--out", tmp_path / "o")
     assert res.returncode == 2 and "compress prunes the basic-block ResNets" in " ".join(res.stderr.split())
 
@@ -114,15 +116,15 @@ def test_compress_distils_an_ordinary_checkpoint_that_exports(trained_ckpt, tmp_
     out = tmp_path / "slim"
     res = _cli(trained_ckpt, "--ratio", "0.5", "--out", out, "--epochs", "1", "--limit-train", "4096")
     assert res.returncode == 0, res.stderr[-2000:]
-    ckpt = load_checkpoint(out / "best.pt")  # torch.load(weights_only=True): no pickled modules
-    rec, teacher = ckpt["compression"], load_checkpoint(trained_ckpt)
-    assert rec["teacher_sha256"] == sha256_file(trained_ckpt) and rec["ratio"] == 0.5 and rec["depth"] == 18
-    assert rec["params"] * 3 <= rec["teacher_params"] and rec["teacher_test_accuracy"] == teacher["metrics"]["test_acc"]
-    assert ckpt["split"]["validation"]["sha256"] == teacher["split"]["validation"]["sha256"]  # the teacher's split
-    model = model_from_checkpoint(ckpt)
+    ckpt = Checkpoint.read(out / "best.pt")  # torch.load(weights_only=True): no pickled modules
+    rec, teacher = ckpt.compression, Checkpoint.read(trained_ckpt)
+    assert rec.teacher_sha256 == sha256_file(trained_ckpt) and rec.ratio == 0.5 and rec.depth == 18
+    assert rec.params * 3 <= rec.teacher_params and rec.teacher_test_accuracy == teacher.metrics.test_acc
+    assert ckpt.split["validation"]["sha256"] == teacher.split["validation"]["sha256"]  # the teacher's split
+    model = ckpt.model()
     assert model.config.widths == (32, 64, 128, 256)
-    assert ckpt["metrics"]["test_acc"] > 0.80  # one short epoch from a pruned 2-epoch teacher (about 86%)
+    assert ckpt.metrics.test_acc > 0.80  # one short epoch from a pruned 2-epoch teacher (about 86%)
     manifest = run_export(ExportConfig(checkpoint=out / "best.pt", out=tmp_path / "arts", precisions=("fp32", "fp16"),
                                        formats=(), limit=1000, trt_rtx=False))
-    assert manifest.model.compression["teacher_sha256"] == rec["teacher_sha256"]
+    assert manifest.model.compression == rec  # the record, typed, handed on unchanged
     assert {a.status for a in manifest.artifacts} == {"ok"}

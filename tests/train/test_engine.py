@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnet_edge.errors import CheckpointError, InvalidInput
-from train.checkpoint import load_checkpoint, load_model
+from train.checkpoint import Checkpoint, load_model
 from train.config import PRESETS, TrainConfig, preset
 from train.engine import lr_at, train
 
@@ -60,23 +60,24 @@ def test_short_training_lowers_the_loss_and_writes_checkpoints(fmnist, tmp_path,
     losses = [e.train_loss for e in result.history]
     assert losses[-1] < losses[0] * 0.8
     assert result.history[-1].val_acc > 0.6  # far above the 10% of chance
-    best, last = load_checkpoint(tmp_path / "best.pt"), load_checkpoint(tmp_path / "last.pt")
-    assert last["epoch"] == 3 and best["metrics"]["val_acc"] == result.best_acc
-    assert best["epoch"] == result.best_epoch == 1 + max(range(3), key=lambda i: result.history[i].val_acc)
-    assert best["metrics"]["test_acc"] == result.test_acc and best["metrics"]["test_images"] == 500
+    best, last = Checkpoint.read(tmp_path / "best.pt"), Checkpoint.read(tmp_path / "last.pt")
+    assert last.epoch == 3 and best.metrics.val_acc == result.best_acc
+    assert best.epoch == result.best_epoch == 1 + max(range(3), key=lambda i: result.history[i].val_acc)
+    assert best.metrics.test_acc == result.test_acc and best.metrics.test_images == 500
+    assert last.history == tuple(result.history) and best.history == tuple(result.history[:best.epoch])
     # The validation split is recorded, carved from the training images, and never trained on.
-    split = best["split"]
+    split = best.split
     val = np.array(split["validation"]["indices"])
     assert split["validation"]["n"] == len(val) == 5000 and split["seed"] == TINY.seed
     assert split["evaluation"]["source"] == "the Fashion-MNIST test set (t10k)"
     carved = fmnist.with_validation(5000, TINY.seed)  # what training read: the rest, in order
     assert len(carved.train) == 55_000 and torch.equal(carved.validation.images, fmnist.train.images[val])
     assert torch.equal(carved.train.images[:5], fmnist.train.images[np.setdiff1d(np.arange(60_000), val)[:5]])
-    assert best["data_sha256"] == fmnist.sha256
+    assert best.data_sha256 == fmnist.sha256
     # Normalisation comes from the images it trained on: the 55,000 left after the validation split.
-    assert best["config"]["mean"] == pytest.approx(carved.stats()[0])
-    assert best["config"]["mean"] != pytest.approx(fmnist.stats()[0], abs=1e-6)
-    assert last["metrics"]["train_img_per_s"] > 0
+    assert best.config.mean == pytest.approx(carved.stats()[0])
+    assert best.config.mean != pytest.approx(fmnist.stats()[0], abs=1e-6)
+    assert last.metrics.train_img_per_s > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
     model = load_model(tmp_path / "best.pt")
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
@@ -88,7 +89,7 @@ def _interrupt_after_first_epoch(ep):
 
 
 def _same_weights(a, b):
-    a, b = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    a, b = Checkpoint.read(a).state_dict, Checkpoint.read(b).state_dict
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -107,7 +108,7 @@ def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settin
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         train(cfg, part, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
-    assert load_checkpoint(part / "last.pt")["epoch"] == 1
+    assert Checkpoint.read(part / "last.pt").epoch == 1
     resumed = train(cfg, part, data=fmnist, resume=True)
     if settings == "quick-preset":
         answers = iter([True] + [False] * 10)
@@ -120,9 +121,9 @@ def test_resume_ends_with_the_same_weights(fmnist, tmp_path, monkeypatch, settin
 def test_resume_restores_the_saved_rng_state(fmnist, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(STEPS, tmp_path, data=fmnist, on_epoch_end=_interrupt_after_first_epoch)
-    ckpt = load_checkpoint(tmp_path / "last.pt")
+    ckpt = Checkpoint.read(tmp_path / "last.pt")
     saved = torch.manual_seed(4242).get_state()  # a state the run itself would never reach
-    torch.save({**ckpt, "rng_state": saved}, tmp_path / "last.pt")
+    replace(ckpt, rng_state=saved).write(tmp_path / "last.pt")
     torch.manual_seed(0)
     seen = []
     train(STEPS, tmp_path, data=fmnist, resume=True, on_epoch_end=lambda ep: seen.append(torch.get_rng_state()))
@@ -218,9 +219,9 @@ def _torchrun(tmp_path, nproc, device):
 def test_ddp_two_processes_gloo_keeps_replicas_identical(fmnist, tmp_path):
     res = _torchrun(tmp_path, 2, "cpu")
     assert res.returncode == 0, res.stderr[-2000:]
-    ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert ckpt["metrics"]["world_size"] == 2 and ckpt["epoch"] == 2
-    assert ckpt["history"][1]["train_loss"] < ckpt["history"][0]["train_loss"]
+    ckpt = Checkpoint.read(tmp_path / "last.pt")
+    assert ckpt.metrics.world_size == 2 and ckpt.epoch == 2
+    assert ckpt.history[1].train_loss < ckpt.history[0].train_loss
     # Each rank trains on its own shard with its own augmentation: only the gradient all-reduce
     # keeps the replicas' parameters equal after 16 optimizer steps. (BatchNorm running statistics
     # are each rank's own between DDP's broadcasts from rank 0, which writes the checkpoint.)
@@ -234,5 +235,5 @@ def test_ddp_two_processes_gloo_keeps_replicas_identical(fmnist, tmp_path):
 def test_ddp_one_process_nccl_on_cuda(fmnist, tmp_path):
     res = _torchrun(tmp_path, 1, "cuda")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert load_checkpoint(tmp_path / "last.pt")["metrics"]["world_size"] == 1
+    assert Checkpoint.read(tmp_path / "last.pt").metrics.world_size == 1
     assert "cuda:0 x1" in res.stderr

@@ -16,7 +16,7 @@ from resnet_edge import folders
 from resnet_edge.errors import DataError, InvalidInput
 from resnet_edge.fmnist import CLASS_NAMES as FMNIST_CLASSES
 from resnet_edge.images import fit_source
-from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.checkpoint import Checkpoint
 from train.config import PRESETS
 from train.data import load_image_folder
 from train.engine import train
@@ -72,8 +72,7 @@ def test_fashion_mnist_as_png_folders_gives_the_idx_readers_accuracy(trained_ckp
         assert report["images"] == 2000
         accs[name] = report["accuracy"]
     # what `eval` computes from the IDX files, on the same 2,000 test images
-    state = load_checkpoint(trained_ckpt)
-    model = model_from_checkpoint(state, trained_ckpt)
+    model = Checkpoint.read(trained_ckpt).model(trained_ckpt)
     cfg = model.config
     logits = predict(model, test, mean=cfg.mean, std=cfg.std, image_size=cfg.image_size)
     accs["idx"] = evaluate_report(logits, test.labels, FMNIST_CLASSES).accuracy
@@ -299,7 +298,7 @@ def test_split_folders_are_recognised_and_split_names_are_never_classes(fmnist, 
 def test_eval_export_golden_set_and_calibration_follow_the_split_the_checkpoint_recorded(fmnist, tmp_path, monkeypatch):
     """A folder without split folders: training holds out a seeded 10% and carves validation from the rest;
     eval and export read exactly the held-out files, calibration only training files, and decode nothing else."""
-    from train.checkpoint import load_checkpoint, load_model
+    from train.checkpoint import Checkpoint, load_model
     from train.heldout import evaluation_data
 
     root = _gray_folder(tmp_path / "flat", fmnist, "flat", 40)  # 120 images
@@ -308,18 +307,18 @@ def test_eval_export_golden_set_and_calibration_follow_the_split_the_checkpoint_
                           "--batch-size", "32", "--out", str(ckpt_dir), "--device", "cpu"],  # --amp auto: a 3-class probe
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    state = load_checkpoint(ckpt_dir / "best.pt")
-    split = state["split"]
+    state = Checkpoint.read(ckpt_dir / "best.pt")
+    split = state.split
     held, val = set(split["evaluation"]["files"]), set(split["validation"]["files"])
     assert len(held) == 12 and len(val) == 10 and not held & val  # 10% held out; a tenth of the other 108
-    assert state["metrics"]["test_images"] == 12
+    assert state.metrics.test_images == 12
     out = tmp_path / "eval.json"
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "eval", str(ckpt_dir / "best.pt"), "--data", str(root),
                           "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["images"] == 12 and "held out at training" in report["evaluated_on"]
-    assert report["accuracy"] == pytest.approx(state["metrics"]["test_acc"])
+    assert report["accuracy"] == pytest.approx(state.metrics.test_acc)
     # Only what is used is decoded: 12 evaluation, 64 calibration and 10 held-out images, not all 120.
     decoded = []
     real = folders.decode_all

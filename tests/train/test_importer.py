@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet_edge.errors import CheckpointError, InvalidInput
-from train.checkpoint import load_checkpoint, load_model
+from train.checkpoint import Checkpoint, load_model
 from train.importer import IMAGENET_MEAN, import_weights
 from train.model import resnet50
 
@@ -38,10 +38,12 @@ def test_import_plain_wrapped_and_ddp_state_dicts(torchvision_like, tmp_path, wr
     loaded = load_model(out)
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(loaded(x), model(x))
-    cfg = load_checkpoint(out)["config"]
-    assert cfg["mean"] == list(IMAGENET_MEAN) and cfg["depth"] == 50 and cfg["class_names"][0] == "class_0"
+    ckpt = Checkpoint.read(out)
+    cfg = ckpt.config
+    assert cfg.mean == IMAGENET_MEAN and cfg.depth == 50 and cfg.class_names[0] == "class_0"
+    assert ckpt.train_config is None and ckpt.imported_from == {"weights": str(tmp_path / "w.pth"), "arch": "resnet50"}
     # torchvision's evaluation transform by default: Resize(round(64 * 256 / 224)) then CenterCrop(64)
-    assert (cfg["source_size"], cfg["source_resize"]) == (64, 73)
+    assert (cfg.source_size, cfg.source_resize) == (64, 73)
 
 
 def test_class_names_from_a_file_or_a_dataset_folder(torchvision_like, tmp_path):
@@ -53,7 +55,7 @@ def test_class_names_from_a_file_or_a_dataset_folder(torchvision_like, tmp_path)
     for kw, expected in (({"classes": tmp_path / "classes.txt"}, ["cat", "dog", "fox", "owl", "yak"]),
                          ({"data": tmp_path / "data"}, ["cat", "dog", "fox", "owl", "yak"])):
         import_weights(tmp_path / "w.pth", arch="resnet50", num_classes=5, image_size=64, out=tmp_path / "c.pt", **kw)
-        assert load_checkpoint(tmp_path / "c.pt")["config"]["class_names"] == expected
+        assert list(Checkpoint.read(tmp_path / "c.pt").config.class_names) == expected
     with pytest.raises(InvalidInput, match="names 5 classes, but --num-classes is 4"):
         import_weights(tmp_path / "w.pth", arch="resnet50", num_classes=4, image_size=64, out=tmp_path / "x.pt",
                        classes=tmp_path / "classes.txt")
