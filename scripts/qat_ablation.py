@@ -51,7 +51,7 @@ def main() -> None:
     compress(args.teacher, distilled, cc, console=console)
     arms = {"QAT (INT8 rounding in the loop)": args.out / "qat", "the same epoch in float": args.out / "float"}
     install = qat.install
-    for name, where in arms.items():
+    for where in arms.values():
         where.mkdir(parents=True, exist_ok=True)
         for f in ("best.pt", "last.pt"):
             shutil.copy(distilled / f, where / f)
