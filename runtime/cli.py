@@ -28,7 +28,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def _seconds(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s)?\s*", text)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s)?\s*", text)
     if not m:
         raise InvalidInput(f"'{text}' is not a duration; use e.g. 2s or 500ms.")
     return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)

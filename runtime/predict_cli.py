@@ -29,7 +29,7 @@ from resnet_edge.errors import InvalidInput, ToolkitError
 console = make_console()
 err = make_console(stderr=True)
 Opt = typer.Option
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".npy")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".npy")  # what runtime.preprocess decodes
 TABLE_ROWS = 40  # more files than this: the first rows, then a count (all of them go to --json)
 
 

@@ -28,29 +28,59 @@ INVERT_CHOICES = ("auto", "yes", "no")
 BORDER = 2
 
 
+FORMATS = ("PNG", "JPEG", "WEBP")  # what predict and /v1/classify decode (besides .npy); Pillow knows many more,
+# EPS among them, which runs Ghostscript where it is installed: none of those is opened
+
+
 def decode(data: bytes, name: str = "image", channels: int = 1) -> np.ndarray:
     """Bytes of a PNG/JPEG/WebP/.npy -> uint8 [H, W] grayscale, or [H, W, 3] RGB for ``channels=3``."""
     if data[:6] == b"\x93NUMPY":
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidInput(f"{name} is not a readable .npy array ({exc}).") from None
-        return to_channels(arr, name, channels)
+        return to_channels(_npy(data, name), name, channels)
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             return from_pil(img, name, channels)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"{name} cannot be decoded as an image ({type(exc).__name__}).") from None
+    except UnidentifiedImageError:
+        raise InvalidInput(f"{name} cannot be decoded as an image: it is not a PNG, JPEG, WebP or .npy file.") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # ValueError: a text chunk
+        raise InvalidInput(f"{name} cannot be decoded as an image ({type(exc).__name__}).") from None  # past limit
+
+
+def _npy(data: bytes, name: str) -> np.ndarray:
+    """An .npy file's array, its header read and checked before any memory is taken: a shape it declares must
+    fit the bytes that follow and the pixel limit, its dtype must be numbers."""
+    from numpy.lib import format as npy
+
+    f = io.BytesIO(data)
+    try:
+        version = npy.read_magic(f)
+        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = header(f, max_header_size=10_000)
+    except (ValueError, SyntaxError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"{name} is not a readable .npy array ({str(exc)[:120]}).") from None
+    if dtype.kind not in "biuf" or dtype.hasobject:
+        raise InvalidInput(f"{name} holds {dtype}; expected numbers.")
+    count = int(np.prod(shape, dtype=object))
+    if count > 4 * MAX_PIXELS or count * dtype.itemsize != len(data) - f.tell():
+        raise InvalidInput(f"{name} declares shape {list(shape)[:8]} of {dtype}, which the {len(data) - f.tell():,} "
+                           "bytes that follow do not hold (or over the pixel limit).")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell())
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
 def from_pil(img, name: str = "image", channels: int = 1) -> np.ndarray:
     """A PIL image (not yet decoded is fine) -> uint8 [H, W] grayscale (or [H, W, 3] RGB for ``channels=3``),
-    refusing decompression bombs."""
+    refusing decompression bombs, turned upright by its EXIF orientation, 16-bit samples scaled (not clipped) to 8
+    bits."""
+    from PIL import ImageOps
+
     if img.width * img.height > MAX_PIXELS:
         raise InvalidInput(f"{name} is {img.width}x{img.height}; images over {MAX_PIXELS:,} pixels are refused.")
     img.load()
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit gray: PIL's "L" would clip it at 255
+        return to_channels(np.asarray(img).astype(np.uint16 if img.mode != "I" else np.int32), name, channels)
     return np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
 
 
@@ -58,6 +88,8 @@ def to_channels(arr: np.ndarray, name: str = "image", channels: int = 1) -> np.n
     """An array image ([H, W], [1, H, W], [H, W, 3|4]; uint8, other ints, or floats in [0, 1]) -> uint8 [H, W],
     or [H, W, 3] for ``channels=3`` (a gray array repeated into three channels)."""
     arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInput(f"{name} has dtype {arr.dtype}; expected numbers.")
     if channels == 3 and arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return _as_uint8(arr[..., :3], name)
     if channels == 3:
@@ -84,6 +116,8 @@ def _as_uint8(arr: np.ndarray, name: str) -> np.ndarray:
         raise InvalidInput(f"{name} has dtype {arr.dtype}; expected numbers.")
     if not np.isfinite(arr).all():
         raise InvalidInput(f"{name} contains NaN or Inf values.")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:  # 16-bit (or wider) samples: their full range to 8 bits
+        arr = arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)
     if arr.dtype != np.uint8:  # floats in [0, 1] or any range of ints
         arr = arr * 255.0 if arr.dtype.kind == "f" and arr.max() <= 1.0 else arr
         arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)

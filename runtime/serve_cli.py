@@ -34,9 +34,15 @@ def serve_cmd(
     body_timeout: Annotated[str, Opt(help="A request body must arrive whole within this, else 408.")] = "30s",
     max_buffer_mb: Annotated[float, Opt(help="Request bodies being read on all connections together; past it, "
                                              "503 + Retry-After.")] = 256.0,
+    drain_timeout: Annotated[str, Opt(help="On SIGTERM or Ctrl-C: how long requests in flight may take to be answered "
+                                           "before the server exits anyway (a second signal exits at once).")] = "30s",
     max_connections: Annotated[int, Opt(help="Open connections (and requests in progress) before new requests get "
                                              "503.")] = 1024,
-    api_key: Annotated[Optional[str], Opt(help="Require 'Authorization: Bearer KEY' (or set RESNET_EDGE_API_KEY).")] = None,
+    api_key: Annotated[Optional[str], Opt(help="Require 'Authorization: Bearer KEY'. Prefer setting RESNET_EDGE_API_KEY: "
+                                               "a flag shows in ps. An empty key is refused.")] = None,
+    allowed_hosts: Annotated[str, Opt(help="Host header names answered besides localhost, 127.0.0.1 and ::1 when bound "
+                                           "to a loopback address (others get 421: DNS rebinding); comma-separated, "
+                                           "'*' for any. On another address: if given, only these.")] = "",
     threads: Annotated[int, Opt(help="Backend threads (0: library default).")] = 0,
     log_level: Annotated[str, Opt(help="debug logs one JSON line per request; errors are always logged.")] = "info",
     probe_lane: Annotated[bool, Opt("--probe-lane/--no-probe-lane",
@@ -63,7 +69,9 @@ def serve_cmd(
         grpc_port=grpc_port,
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, max_queue=max_queue,
         request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, body_timeout_s=_seconds(body_timeout),
-        max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key, threads=threads,
+        max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key,
+        drain_timeout_s=_seconds(drain_timeout),
+        allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()), threads=threads,
         log_level=log_level, probe_lane=probe_lane, deliver_slice=deliver_slice)))
 
 

@@ -58,6 +58,14 @@ class Artifact:
     def format(self) -> str:
         return self.row.format
 
+    def hashes(self) -> dict[Path, str]:
+        """Each file of the artifact (and its sidecar) with the sha256 its manifest gives: checked again right
+        before a backend loads it, not only when the manifest was read."""
+        files = {self.path: self.row.sha256}
+        if self.row.sidecar and self.row.sidecar_sha256:
+            files[self.path.parent / Path(self.row.sidecar).name] = self.row.sidecar_sha256
+        return files
+
     @property
     def precision(self) -> str:
         return self.row.precision.value

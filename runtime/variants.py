@@ -30,8 +30,9 @@ class Variant:
         return self.precision + (f"-{self.target}" if self.target != "any" else "")
 
     def create(self, arts: Artifacts, max_batch: int = 64, buckets: tuple[int, ...] | None = None) -> Backend:
+        hashes = self.artifact.hashes() if self.artifact is not None and self.source == self.artifact.path else {}
         return backends.create(self.backend, arts.spec, self.source, precision=self.precision,
-                               max_batch=max_batch, buckets=buckets, **self.options)
+                               max_batch=max_batch, buckets=buckets, expected_sha256=hashes, **self.options)
 
 
 def _cpu_has_bf16() -> bool:

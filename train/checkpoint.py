@@ -178,7 +178,10 @@ def _load_raw(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} lacks the entries {', '.join(missing)}.")
-    if not isinstance(ckpt["version"], int) or ckpt["version"] > VERSION:
+    if type(ckpt["version"]) is not int:
+        raise CheckpointError(f"{path} has a checkpoint version that is not an integer; it was not written by "
+                              "resnet-edge.")
+    if ckpt["version"] > VERSION:
         raise CheckpointError(
             f"{path} is checkpoint version {ckpt['version']}; this resnet-edge reads up to {VERSION}."
         )

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput, ToolkitError
 from runtime.spec import ModelSpec
 
@@ -30,6 +31,7 @@ class Backend(ABC):
                  buckets: tuple[int, ...] | None = None, **options: Any) -> None:
         self.spec, self.source, self.precision, self.max_batch = spec, Path(source), precision, max_batch
         self.buckets = bucket_sizes(max_batch, buckets)
+        self.expected_sha256: dict[Path, str] = dict(options.pop("expected_sha256", None) or {})
         self.options = options
         self.loaded = False
 
@@ -38,6 +40,10 @@ class Backend(ABC):
         if not self.loaded:
             if not self.source.exists():
                 raise InvalidInput(f"{self.name}: model file {self.source} does not exist.")
+            for path, sha in self.expected_sha256.items():  # the bytes about to be loaded are the ones verified
+                if not path.is_file() or sha256_file(path) != sha:
+                    raise ArtifactMismatch(f"{path} changed since its manifest was read (its sha256 differs); re-run "
+                                           "the export or restore the file.")
             try:
                 self._load()
             except ToolkitError:

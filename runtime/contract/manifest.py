@@ -271,6 +271,7 @@ def read_manifest(out_dir: Path, *, verify: bool = True) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ArtifactMismatch(f"{path} cannot be read ({exc}).") from None
     manifest = parse_manifest(doc, str(path))
+    check_names(manifest, Path(out_dir), str(path))
     if verify:
         for name, sha in _hashed(manifest):
             file = Path(out_dir) / name
@@ -281,8 +282,24 @@ def read_manifest(out_dir: Path, *, verify: bool = True) -> Manifest:
     return manifest
 
 
+def check_names(manifest: Manifest, out_dir: Path, where: str = MANIFEST) -> None:
+    """Every file a manifest names is a plain relative name inside its folder (no absolute path, no '..', no
+    symlink leading out of it), and carries a sha256: an artifact folder cannot point a loader at another file."""
+    root = Path(out_dir).resolve()
+    for art in manifest.artifacts:
+        if art.sidecar and not art.sidecar_sha256:
+            raise ArtifactMismatch(f"{where} names the sidecar {art.sidecar!r} without its sha256; re-run the export.")
+    for name in manifest.files:
+        plain = name and "\\" not in name and "\0" not in name and not Path(name).is_absolute() \
+            and ".." not in Path(name).parts
+        if not plain or not (root / name).resolve().is_relative_to(root):
+            raise ArtifactMismatch(f"{where} names {name[:200]!r}, which is not a file inside {out_dir}; an artifact "
+                                   "folder may only name files within itself.")
+
+
 def write_manifest(out_dir: Path, manifest: Manifest) -> Path:
     """Write atomically, after checking that every file it names exists with its hash."""
+    check_names(manifest, Path(out_dir))
     for name, sha in _hashed(manifest):
         file = Path(out_dir) / name
         if not file.is_file() or sha256_file(file) != sha:

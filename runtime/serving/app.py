@@ -29,7 +29,7 @@ from runtime.serving.errors import (
     status_of,
 )
 from runtime.serving.metrics import Metrics
-from runtime.serving.protocol import HEADER, build_response, parse_infer
+from runtime.serving.protocol import HEADER, build_response, parse_infer, shown
 from runtime.serving.watchdog import Watchdog
 from runtime.spec import ModelSpec
 
@@ -56,6 +56,7 @@ class ServerState:
     max_body_bytes: int
     request_timeout_s: float
     api_key: str | None = None
+    allowed_hosts: frozenset[str] | None = None  # Host header names answered (None: any); see host_allowed
     body_timeout_s: float = 30.0  # a body must arrive whole within this, or the request gets 408
     max_buffered_bytes: int = 256 << 20  # request bodies being read, all connections together; past it, 503
     buffered: int = 0
@@ -95,13 +96,13 @@ def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callab
                 if response.status_code == 401:
                     response.headers["WWW-Authenticate"] = "Bearer"
             except Exception:  # a bug, not bad input: logged with its traceback, answered in one sentence
-                log.exception(json.dumps({"event": "error", "endpoint": name, "path": request.url.path}))
+                log.exception(json.dumps({"event": "error", "endpoint": name, "path": shown(request.url.path)}))
                 response = JSONResponse({"error": "Internal server error; see the server log."}, status_code=500)
             seconds = plane.record(name, response.status_code, t0)
             failed = response.status_code >= 400 and name not in ("ready", "model_ready")
             level = logging.WARNING if failed else logging.DEBUG
             if log.isEnabledFor(level):
-                line = {"event": "request", "method": request.method, "path": request.url.path,
+                line = {"event": "request", "method": request.method, "path": shown(request.url.path),
                         "status": response.status_code, "ms": round(seconds * 1e3, 3)}
                 if failed and response.media_type == "application/json":
                     line["error"] = json.loads(response.body).get("error")
@@ -295,10 +296,37 @@ async def metrics(request: Request, state: ServerState) -> Response:
 
 @endpoint("not_found", counted=False)
 async def not_found(request: Request, state: ServerState) -> Response:
-    raise NotFound(f"No route {request.method} {request.url.path}.")
+    raise NotFound(f"No route {request.method} {shown(request.url.path)}.")
 
 
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(scope) -> str:
+    """The host a request names (its Host header, the port and IPv6 brackets removed), lower-cased."""
+    raw = next((v for k, v in scope.get("headers", ()) if k == b"host"), b"").decode("latin-1").strip().lower()
+    if raw.startswith("["):
+        return raw[1:raw.find("]")] if "]" in raw else raw
+    return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
+
+
+def host_allowed(state: ServerState, scope) -> bool:
+    """DNS rebinding: a web page the user opens can point a name it controls at 127.0.0.1 and then drive a server on
+    localhost with the page's own Host header. Bound to a loopback address, the server answers only requests that
+    name a loopback host (or one of --allowed-hosts), as Jupyter does; others get 421."""
+    return state.allowed_hosts is None or host_name(scope) in state.allowed_hosts
+
+
+async def _misdirected(scope, send, state: ServerState) -> None:
+    name = shown(host_name(scope) or "(none)")
+    body = json.dumps({"error": f"This server answers for {', '.join(sorted(state.allowed_hosts))} only, not the Host "
+                                f"{name}; start it with --allowed-hosts to add a name."}).encode()
+    await send({"type": "http.response.start", "status": 421,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class App:
@@ -312,7 +340,10 @@ class App:
         self.router, self.state = router, router.state
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and (m := _INFER_PATH.fullmatch(scope["path"])):
+        if scope["type"] == "http" and not host_allowed(self.state.server, scope):
+            self.state.server.metrics.request("misdirected", 421, 0.0)
+            await _misdirected(scope, send, self.state.server)
+        elif scope["type"] == "http" and scope["method"] == "POST" and (m := _INFER_PATH.fullmatch(scope["path"])):
             scope["app"] = self.router
             scope["path_params"] = {"model": m[1]} if m[2] is None else {"model": m[1], "version": m[2]}
             response = await infer(Request(scope, receive))

@@ -19,6 +19,7 @@ import numpy as np
 
 from resnet_edge import __version__
 from runtime.serving.errors import NotFound, NotReady, ShuttingDown, Unauthorized
+from runtime.serving.protocol import shown
 
 VERSION = "1"
 EXTENSIONS = ("binary_tensor_data", "classification")
@@ -45,9 +46,9 @@ class DataPlane:
         """The one model this server serves, by name and (optionally) version."""
         state = self.state
         if name != state.model_name:
-            raise NotFound(f"Unknown model '{name}'; this server serves '{state.model_name}'.")
+            raise NotFound(f"Unknown model {shown(name)}; this server serves '{state.model_name}'.")
         if version not in (None, "", VERSION):
-            raise NotFound(f"Unknown version '{version}' of model '{name}'; available: {VERSION}.")
+            raise NotFound(f"Unknown version {shown(version)} of model {shown(name)}; available: {VERSION}.")
 
     @property
     def ready(self) -> bool:

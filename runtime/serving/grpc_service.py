@@ -23,7 +23,14 @@ from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.app import ServerState
 from runtime.serving.dataplane import VERSION
 from runtime.serving.errors import NotReady, status_of
-from runtime.serving.protocol import InferRequest, check_finite, check_input, classify_strings, requested_output
+from runtime.serving.protocol import (
+    InferRequest,
+    check_finite,
+    check_input,
+    classify_strings,
+    one_output,
+    requested_output,
+)
 
 log = logging.getLogger("resnet_edge.serve")
 
@@ -37,7 +44,7 @@ CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTIC
 def parse_grpc_infer(request, spec, max_batch: int) -> InferRequest:
     """A ModelInferRequest -> the same InferRequest the HTTP path builds; every problem is an InvalidInput."""
     if len(request.inputs) != 1:
-        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(request.inputs)}.")
+        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(request.inputs):,}.")
     inp = request.inputs[0]
     shape = check_input(inp.name, inp.datatype, [int(d) for d in inp.shape], spec, max_batch)
     count = int(np.prod(shape))
@@ -55,6 +62,7 @@ def parse_grpc_infer(request, spec, max_batch: int) -> InferRequest:
             raise InvalidInput(f"fp32_contents holds {len(values)} values; shape {shape} needs {count}.")
         batch = np.asarray(values, dtype=np.float32).reshape(shape)
     check_finite(batch)
+    one_output(len(request.outputs), spec)
     outputs = []
     for out in request.outputs or []:
         k = out.parameters["classification"].int64_param if "classification" in out.parameters else 0

@@ -25,6 +25,26 @@ except ImportError:  # pragma: no cover - orjson is a dependency of the runtime
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
+ECHO_CHARS = 64  # the most of a request's own text an error message or a log line repeats
+
+
+def shown(value: Any, limit: int = ECHO_CHARS) -> str:
+    """A value from a request as an error message or a log line may repeat it: JSON-escaped, so that no lone
+    surrogate, control character or newline survives, and cut to ``limit`` characters with its length said."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value):,} items"
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=lambda v: type(v).__name__)
+    except (ValueError, RecursionError):  # an integer of thousands of digits, nesting past Python's stack
+        return f"a {type(value).__name__} too large to show"
+    if isinstance(value, str):
+        text = f"'{text[1:-1]}'"
+        if len(text) > limit:
+            return f"{text[:limit]}...' ({len(value):,} characters)"
+        return text
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _loads(head: bytes) -> Any:
     try:
         return _fast_loads(head)
@@ -33,6 +53,28 @@ def _loads(head: bytes) -> Any:
             return json.loads(head)
         except RecursionError:  # orjson stops at 1,024 levels; the standard parser recurses until Python does
             raise InvalidInput("The request body is JSON nested over 1,024 levels deep.") from None
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # an integer literal past Python's 4,300-digit limit for int(str)
+            raise InvalidInput("The request body holds a number with more digits than any tensor value has.") from None
+
+
+def _text(value: Any, what: str) -> str:
+    """A string field of a request: a JSON string that UTF-8 can carry (no lone surrogate), else 400."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {shown(value)}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} {shown(value)} is not valid Unicode (a lone surrogate).") from None
+    return value
+
+
+def _flag(params: dict, key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"The parameter '{key}' must be true or false, not {shown(value)}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -55,7 +97,7 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
         try:
             n = int(header_length)
         except ValueError:
-            raise InvalidInput(f"Inference-Header-Content-Length '{header_length}' is not an integer.") from None
+            raise InvalidInput(f"Inference-Header-Content-Length {shown(header_length)} is not an integer.") from None
         if not 0 < n <= len(body):
             raise InvalidInput(f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes.")
         head, binary = body[:n], body[n:]
@@ -68,7 +110,7 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise InvalidInput("The request needs an 'inputs' list with one tensor.")
     if len(req["inputs"]) != 1:
-        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(req['inputs'])}.")
+        raise InvalidInput(f"The model takes one input ('{spec.input_name}'), not {len(req['inputs']):,}.")
     inp = req["inputs"][0]
     if not isinstance(inp, dict):
         raise InvalidInput("Each input must be a JSON object.")
@@ -77,34 +119,53 @@ def parse_infer(body: bytes, header_length: str | None, spec: ModelSpec, max_bat
     params = _parameters(inp, "The input's")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if size != count * 4 or len(binary) != size:
-            raise InvalidInput(f"binary_data_size {size} and the {len(binary)} binary bytes do not match "
+        if type(size) is not int or size != count * 4 or len(binary) != size:
+            raise InvalidInput(f"binary_data_size {shown(size)} and the {len(binary)} binary bytes do not match "
                                f"shape {shape} ({count * 4} bytes of FP32).")
         batch = np.frombuffer(binary, dtype="<f4").reshape(shape).astype(np.float32, copy=False)
     else:
         if binary:
             raise InvalidInput("Binary bytes follow the JSON header but no input declares binary_data_size.")
-        try:
-            batch = np.asarray(inp.get("data"), dtype=np.float32)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput("Input 'data' must be a (flat or nested) list of numbers.") from None
+        batch = _numbers(inp.get("data"))
         if batch.size != count:
             raise InvalidInput(f"Input 'data' holds {batch.size} values; shape {shape} needs {count}.")
         batch = batch.reshape(shape)
     check_finite(batch)
-    binary_default = bool(_parameters(req, "The request's").get("binary_data_output", False))
-    outputs = []
+    binary_default = _flag(_parameters(req, "The request's"), "binary_data_output", False)
     requested = req.get("outputs") or [{"name": spec.output_name}]
     if not isinstance(requested, list):
         raise InvalidInput("'outputs' must be a list of output objects.")
-    for out in requested:
-        if not isinstance(out, dict):
-            raise InvalidInput(f"Unknown output '{out}'; the model's output is '{spec.output_name}'.")
-        p = _parameters(out, "An output's")
-        outputs.append(requested_output(out.get("name"), p.get("classification", 0),
-                                        bool(p.get("binary_data", binary_default)), spec))
+    one_output(len(requested), spec)
+    (out,) = requested
+    if not isinstance(out, dict):
+        raise InvalidInput(f"Unknown output {shown(out)}; the model's output is '{spec.output_name}'.")
+    p = _parameters(out, "An output's")
+    output = requested_output(out.get("name"), p.get("classification", 0), _flag(p, "binary_data", binary_default),
+                              spec)
     rid = req.get("id")
-    return InferRequest(str(rid) if rid is not None else None, np.ascontiguousarray(batch), tuple(outputs))
+    return InferRequest(_text(rid, "The request 'id'") if rid is not None else None, np.ascontiguousarray(batch),
+                        (output,))
+
+
+def _numbers(data: Any) -> np.ndarray:
+    """A JSON tensor's 'data' as float32: a (flat or nested) list of JSON numbers only; strings such as "1e0",
+    booleans and nulls are refused, as Triton refuses them."""
+    try:
+        arr = np.asarray(data)
+    except (ValueError, OverflowError, RecursionError):
+        raise InvalidInput("Input 'data' must be a (flat or nested) list of numbers.") from None
+    if arr.dtype.kind not in "iuf" or not isinstance(data, list):
+        raise InvalidInput("Input 'data' must be a (flat or nested) list of numbers (no strings, booleans or "
+                           "nulls).")
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32)
+
+
+def one_output(n: int, spec: ModelSpec) -> None:
+    """The model has one output: a request may name it once (each repetition would be computed and sent again)."""
+    if n > 1:
+        raise InvalidInput(f"The model has one output ('{spec.output_name}'); a request may ask for it once, not "
+                           f"{n:,} times.")
 
 
 def _parameters(obj: dict, whose: str) -> dict:
@@ -117,13 +178,13 @@ def _parameters(obj: dict, whose: str) -> dict:
 def check_input(name: Any, datatype: Any, shape: Any, spec: ModelSpec, max_batch: int) -> list[int]:
     """The one input tensor's name, datatype and shape, as every protocol checks them; returns the shape."""
     if name != spec.input_name:
-        raise InvalidInput(f"Unknown input '{name}'; the model's input is '{spec.input_name}'.")
+        raise InvalidInput(f"Unknown input {shown(name)}; the model's input is '{spec.input_name}'.")
     if datatype != "FP32":
-        raise InvalidInput(f"Input datatype must be FP32, not '{datatype}'.")
+        raise InvalidInput(f"Input datatype must be FP32, not {shown(datatype)}.")
     c, h, w = spec.chw
     if not (isinstance(shape, list) and len(shape) == 4 and all(type(d) is int for d in shape)
             and shape[1:] == [c, h, w] and shape[0] >= 1):
-        raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shape}.")
+        raise InvalidInput(f"Input shape must be [N, {c}, {h}, {w}], not {shown(shape)}.")
     if shape[0] > max_batch:
         raise InvalidInput(f"Batch size {shape[0]} exceeds the maximum of {max_batch}.")
     return shape
@@ -136,9 +197,9 @@ def check_finite(batch: np.ndarray) -> None:
 
 def requested_output(name: Any, k: Any, binary: bool, spec: ModelSpec) -> RequestedOutput:
     if name != spec.output_name:
-        raise InvalidInput(f"Unknown output '{name}'; the model's output is '{spec.output_name}'.")
+        raise InvalidInput(f"Unknown output {shown(name)}; the model's output is '{spec.output_name}'.")
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise InvalidInput(f"classification must be a non-negative integer, not {k!r}.")
+        raise InvalidInput(f"classification must be a non-negative integer, not {shown(k)}.")
     # as Triton: asking for more classes than exist returns them all
     return RequestedOutput(spec.output_name, binary, min(k, spec.num_classes))
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import time
@@ -46,7 +47,8 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # a request body must arrive whole within this (408)
     max_buffer_mb: float = 256.0  # request bodies being read on every connection together (503 past it)
     max_connections: int = 1024  # open connections (and requests in progress) before new requests get 503
-    api_key: str | None = None
+    api_key: str | None = None  # prefer RESNET_EDGE_API_KEY: a flag shows in ps
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the loopback ones (bound to loopback); "*": any
     threads: int = 0
     drain_timeout_s: float = 30.0
     log_level: str = "info"
@@ -57,10 +59,15 @@ class ServeConfig:
 def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     if not 1 <= cfg.max_batch_size <= 4096:
         raise InvalidInput("--max-batch-size must be in 1..4096.")
-    if (cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.request_timeout_s <= 0 or cfg.max_body_mb <= 0
-            or cfg.body_timeout_s <= 0 or cfg.max_buffer_mb <= 0 or cfg.max_connections < 1):
+    numbers = (cfg.request_timeout_s, cfg.max_body_mb, cfg.body_timeout_s, cfg.max_buffer_mb, cfg.drain_timeout_s)
+    if (cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.max_connections < 1
+            or not all(math.isfinite(v) and v > 0 for v in numbers)):
         raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout, --max-body-mb, --body-timeout, "
-                           "--max-buffer-mb and --max-connections must be positive.")
+                           "--max-buffer-mb, --drain-timeout and --max-connections must be positive (finite) numbers.")
+    for what, port in (("--port", cfg.port), ("--grpc-port", cfg.grpc_port)):
+        if port is not None:
+            _check_port(what, cfg.host, port)
+    api_key, allowed = _api_key(cfg), allowed_hosts(cfg)
     arts = load_artifacts(cfg.artifacts)
     variant = choose_variant(arts, cfg)
     predictor = Predictor(arts, variant, max_batch=cfg.max_batch_size, load=False)  # loaded off the event loop
@@ -71,7 +78,7 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     state = ServerState(spec=arts.spec, model_name=cfg.model_name or arts.spec.name,
                         platform=f"resnet-edge/{variant.label}", batcher=batcher, metrics=metrics,
                         max_batch_size=cfg.max_batch_size, max_body_bytes=int(cfg.max_body_mb * 2**20),
-                        request_timeout_s=cfg.request_timeout_s, api_key=cfg.api_key or os.environ.get(API_KEY_ENV) or None,
+                        request_timeout_s=cfg.request_timeout_s, api_key=api_key, allowed_hosts=allowed,
                         body_timeout_s=cfg.body_timeout_s, max_buffered_bytes=int(cfg.max_buffer_mb * 2**20))
 
     @contextlib.asynccontextmanager
@@ -87,10 +94,81 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
         loader.cancel()
         if grpc_server is not None:
             await grpc_server.stop(cfg.drain_timeout_s)  # in-flight calls finish, new ones are refused
-        await batcher.stop()
+        try:  # the batcher answers what it holds; a backend stuck in a batch cannot hold the exit past the drain
+            await asyncio.wait_for(batcher.stop(), cfg.drain_timeout_s)
+        except TimeoutError:
+            log.warning("the batcher did not finish within --drain-timeout %.3g s; exiting without it", cfg.drain_timeout_s)
         predictor.close()
 
     return create_app(state, lifespan), state, variant, arts
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _check_port(what: str, host: str, port: int) -> None:
+    """One sentence for a port that is out of range or taken, before anything starts (grpcio and uvicorn would
+    each report it their own way, mid-start-up)."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"{what} {port} is not a TCP port (0-65535).")
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InvalidInput(f"--host {host} does not resolve ({exc.strerror or exc}).") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidInput(f"Cannot listen on {host}:{port} ({what}): {exc.strerror or exc}.") from None
+
+
+def _api_key(cfg: ServeConfig) -> str | None:
+    """The key requests must carry: the flag, else RESNET_EDGE_API_KEY, else none. An empty key would switch
+    authentication off while looking like it is on: refused."""
+    env = os.environ.get(API_KEY_ENV)
+    if cfg.api_key is not None and not cfg.api_key.strip():
+        raise InvalidInput("--api-key is empty, which would switch authentication off; give a key (better: set "
+                           f"{API_KEY_ENV}, which ps does not show), or leave both out to serve without one.")
+    if cfg.api_key is None and env is not None and not env.strip():
+        raise InvalidInput(f"{API_KEY_ENV} is set but empty, which would switch authentication off; give it a key "
+                           "or unset it.")
+    if cfg.api_key is not None:
+        log.warning("--api-key shows in the process list (ps); prefer the %s environment variable", API_KEY_ENV)
+    key = cfg.api_key or env
+    if key is None and not is_loopback(cfg.host):
+        log.warning("serving on %s, a non-loopback address, without an API key: anyone who can reach it can use it "
+                    "(set %s)", cfg.host, API_KEY_ENV)
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(cfg: ServeConfig) -> frozenset[str] | None:
+    """The Host names a request may give: on a loopback address, the loopback names and --allowed-hosts (DNS
+    rebinding, runtime.serving.app.host_allowed); on any other, any name unless --allowed-hosts lists some."""
+    from runtime.serving.app import LOOPBACK_NAMES
+
+    extra = {h.strip().lower().strip("[]") for h in cfg.allowed_hosts if h.strip()}
+    if "*" in extra:
+        return None
+    if is_loopback(cfg.host):
+        return LOOPBACK_NAMES | extra
+    return frozenset(extra) if extra else None
 
 
 async def _load(predictor: Predictor, state: ServerState, arts: Artifacts) -> None:
@@ -138,6 +216,8 @@ def _signal_stack() -> None:
 def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        raise InvalidInput(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not '{cfg.log_level}'.")
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app, state, variant, arts = build(cfg)
 
@@ -153,9 +233,11 @@ def serve(cfg: ServeConfig) -> int:
                                    limit_concurrency=cfg.max_connections,
                                    timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
 
-    async def drain() -> None:
-        if state.draining:
-            return
+    async def drain(signum: int) -> None:
+        if state.draining:  # a second signal: the operator does not want to wait
+            log.warning("second signal: exiting at once, %d request(s) unanswered", state.inflight)
+            logging.shutdown()
+            os._exit(128 + signum)
         state.draining = True
         log.info("draining: %d request(s) in flight; new requests get 503", state.inflight)
         deadline = time.perf_counter() + cfg.drain_timeout_s
@@ -171,7 +253,7 @@ def serve(cfg: ServeConfig) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(drain()))
+            loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(drain(s)))
         auth = "bearer token required" if state.api_key else "no auth"
         grpc_note = f" and grpc://{cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""
         log.info("serving %s (%s) on http://%s:%d%s, %s", state.model_name, variant.label, cfg.host, cfg.port,

@@ -91,3 +91,33 @@ def test_an_unknown_schema_version_is_one_sentence(export_dir, tmp_path, version
     out = _broken(export_dir, tmp_path, lambda d: d.update(schema_version=version))
     with pytest.raises(ArtifactMismatch, match=f"has schema version {version}; this resnet-edge reads versions 1, 2"):
         read_manifest(out)
+
+
+@pytest.mark.parametrize("where", ["../outside.onnx", "/etc/passwd", "sub/../../outside.onnx", "a\\b.onnx", "link.onnx"])
+def test_a_manifest_cannot_name_a_file_outside_its_folder(export_dir, tmp_path, where):
+    """Issue 35: a path that is absolute, climbs out with '..', or is a symlink leading out is refused."""
+    (tmp_path / "outside.onnx").write_bytes(b"not ours")
+    out = _broken(export_dir, tmp_path, lambda d: d["artifacts"][0].update(path=where))
+    (out / "link.onnx").symlink_to(tmp_path / "outside.onnx")
+    with pytest.raises(ArtifactMismatch, match="which is not a file inside"):
+        read_manifest(out)
+    with pytest.raises(ArtifactMismatch, match="which is not a file inside"):
+        read_manifest(out, verify=False)  # the names are checked even when the hashes are not
+
+
+def test_a_sidecar_without_a_hash_is_refused_and_a_file_changed_after_reading_is_not_loaded(export_dir, tmp_path):
+    def unhash(doc):
+        row = next(a for a in doc["artifacts"] if a.get("sidecar"))
+        row["sidecar_sha256"] = None
+
+    with pytest.raises(ArtifactMismatch, match="without its sha256"):
+        read_manifest(_broken(export_dir, tmp_path / "a", unhash))
+    from runtime.spec import load_artifacts
+    from runtime.variants import plan
+
+    out = _broken(export_dir, tmp_path / "b", lambda d: None)
+    arts = load_artifacts(out)  # every hash checked here
+    variant = next(v for v in plan(arts, ["onnxruntime"])[0] if v.precision == "fp32" and not v.peer)
+    variant.source.write_bytes(variant.source.read_bytes() + b"\0")  # swapped between the check and the load
+    with pytest.raises(ArtifactMismatch, match="changed since its manifest was read"):
+        variant.create(arts).load()

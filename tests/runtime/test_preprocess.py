@@ -105,3 +105,48 @@ def test_invert_auto_judges_the_background(arts, fmnist, tmp_path):
     assert np.array_equal(preprocess([photo], arts.spec, "auto"), preprocess([img], arts.spec))
     with pytest.raises(InvalidInput, match="--invert must be one of auto, yes, no"):
         check_invert("maybe")
+
+
+def test_only_the_documented_formats_are_opened_and_their_pixels_come_out_right():
+    """Issue 35: EPS (Ghostscript) and every other format Pillow knows is refused; 16-bit samples are scaled, not
+    clipped; EXIF orientation is applied; an .npy header is checked before its data is read; a text chunk that
+    inflates past Pillow's limit is one sentence."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    for fmt in ("GIF", "BMP", "TIFF", "PPM"):
+        buf = io.BytesIO()
+        Image.new("L", (8, 8)).save(buf, format=fmt)
+        with pytest.raises(InvalidInput, match="not a PNG, JPEG, WebP or .npy file"):
+            decode(buf.getvalue(), "upload")
+    with pytest.raises(InvalidInput, match="not a PNG, JPEG, WebP or .npy file"):
+        decode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n", "upload")
+    ramp = np.linspace(0, 65535, 1024).reshape(4, 256).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    out = decode(buf.getvalue(), "ramp")
+    assert out.shape == (4, 256) and (out == 255).mean() < 0.01  # clipped, 99.6% of it was 255
+    np.testing.assert_allclose(out.astype(float), ramp / 257, atol=0.51)
+    tall = Image.new("L", (2, 4), 0)
+    tall.putpixel((0, 0), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the stored 2x4 image is shown 4x2
+    buf = io.BytesIO()
+    tall.save(buf, format="JPEG", exif=exif, quality=100)
+    assert decode(buf.getvalue(), "rotated").shape == (2, 4)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    with pytest.raises(InvalidInput, match=r"declares shape \[1000000, 1000000\]"):
+        decode(head.getvalue() + b"\0" * 16, "huge.npy")
+    strings = io.BytesIO()
+    np.save(strings, np.array([["a"] * 28] * 28))
+    for channels in (1, 3):
+        with pytest.raises(InvalidInput, match="expected numbers"):
+            decode(strings.getvalue(), "strings.npy", channels)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("comment", "0" * (4 << 20), zip=True)
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG", pnginfo=text)
+    with pytest.raises(InvalidInput, match="cannot be decoded as an image"):
+        decode(buf.getvalue(), "text.png")

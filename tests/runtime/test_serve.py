@@ -312,20 +312,20 @@ def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
     protocol, transport, loop = _probe_lane(state)
     try:
         # Two pipelined probes in one read: both answered in order, on the spot; the connection stays open.
-        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n"
-                               b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                               b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first, second = transport.data.split(b"HTTP/1.1 ")[1:]
         assert first.startswith(b"503 ") and b"retry-after: 1" in first and first.endswith(b'{"ready":false}')
         assert second.startswith(b"200 ") and second.endswith(b'{"live":true}') and not transport.closed
         assert not protocol.tasks  # nothing was handed to the app
         state.ready, transport.data = True, b""
-        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert transport.data.startswith(b"HTTP/1.1 200 OK") and transport.data.endswith(b'{"ready":true}')
         # Any other route goes to the app: a task, nothing written yet, and no keep-alive timer over it (a probe
         # answered just before it, in the same packet, armed one).
         transport.data = b""
-        protocol.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-                               b"GET /v2/models/resnet18 HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                               b"GET /v2/models/resnet18 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert transport.data.endswith(b'{"live":true}') and len(protocol.tasks) == 1
         assert protocol.timeout_keep_alive_task is None
         transport.data = b""
@@ -333,7 +333,7 @@ def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
         assert transport.data.startswith(b"HTTP/1.1 200 OK") and b'"name":"resnet18"' in transport.data
         # A client that asks to close gets its answer and a closed connection.
         transport.data = b""
-        protocol.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        protocol.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert b"connection: close" in transport.data and transport.data.endswith(b'{"live":true}') and transport.closed
     finally:
         loop.close()
@@ -353,8 +353,8 @@ def test_any_number_of_pipelined_probes_is_answered_without_recursion(arts):
                         metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
     protocol, transport, loop = _probe_lane(state)
     try:
-        protocol.data_received(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                               + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 10_000)
+        protocol.data_received(b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                               + b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 10_000)
         assert len(protocol.tasks) == 1 and transport.data == b""  # the probes wait behind the app's answer
         loop.run_until_complete(asyncio.gather(*list(protocol.tasks)))
         answers = transport.data.split(b"HTTP/1.1 ")[1:]

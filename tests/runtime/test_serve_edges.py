@@ -71,7 +71,7 @@ def _status(response: bytes) -> int:
 
 
 def _request(method, path, body=b"", headers=()):
-    head = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *headers]
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
@@ -95,6 +95,25 @@ def _malformed_corpus(arts) -> list[bytes]:
                   {"outputs": [{"name": "logits", "parameters": {"classification": -1}}]},
                   {"outputs": [{"name": "logits", "parameters": {"classification": "3"}}]}):
         bodies.append(json.dumps({"inputs": [good], **extra}).encode())
+    # issue 35: lone surrogates, integers of thousands of digits, strings and booleans where numbers belong,
+    # "false" as a flag, outputs repeated, a name of 100 KB
+    big = "9" * 5000
+    raw_good = json.dumps(good)[:-1]
+    templates = ['{"id": "\\ud800", "inputs": [GOOD}]}', '{"inputs": [GOOD, "name": "\\udfff"}]}',
+                 '{"inputs": [GOOD}], "outputs": [{"name": "\\ud800x"}]}', '{"id": BIG, "inputs": [GOOD}]}',
+                 '{"inputs": [GOOD, "shape": [BIG, 1, 28, 28]}]}', '{"inputs": [GOOD, "data": [BIG]}]}',
+                 '{"inputs": [GOOD}], "outputs": [{"name": "logits", "parameters": {"classification": BIG}}]}',
+                 '{"inputs": [GOOD}], "parameters": {"binary_data_output": BIG}}']
+    bodies += [t.replace("GOOD", raw_good).replace("BIG", big).encode() for t in templates]
+    bodies += [json.dumps({"inputs": [{**good, "data": ["1e0"] * (c * s * s)}]}).encode(),
+               json.dumps({"inputs": [{**good, "data": [True] * (c * s * s)}]}).encode(),
+               json.dumps({"inputs": [good], "parameters": {"binary_data_output": "false"}}).encode(),
+               json.dumps({"inputs": [good], "outputs": [{"name": "logits", "parameters": {"binary_data": 1}}]}).encode(),
+               json.dumps({"inputs": [good], "outputs": [{"name": "logits"}] * 2}).encode(),
+               json.dumps({"inputs": [good], "outputs": [{"name": "logits"}] * 2000}).encode(),
+               json.dumps({"inputs": [{**good, "name": "n" * 100_000}]}).encode(),
+               json.dumps({"inputs": [good], "id": 5}).encode(),
+               json.dumps({"inputs": [good], "id": ["x"]}).encode()]
     requests = []
     for body in bodies:
         for ctype in ("application/json", "application/octet-stream", "text/plain; charset=utf-16"):
@@ -103,12 +122,24 @@ def _malformed_corpus(arts) -> list[bytes]:
         requests.append(_request("POST", infer, b'{"inputs": []}xxxx', [f"Inference-Header-Content-Length: {header}"]))
     png = io.BytesIO()
     Image.new("L", (1, 20_000), 9).save(png, format="PNG")
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("comment", "0" * (4 << 20), zip=True)  # a 4 KB chunk that inflates past Pillow's limit
+    bomb = io.BytesIO()
+    Image.new("L", (8, 8)).save(bomb, format="PNG", pnginfo=text)
+    huge = io.BytesIO()
+    np.lib.format.write_array_header_1_0(huge, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    strings, eps = io.BytesIO(), b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto showpage\n"
+    np.save(strings, np.array([["a"] * 28] * 28))
     for body, ctype in ((b"", "image/png"), (b"\x89PNG\r\n\x1a\nbroken", "image/png"), (b"GIF89a", "image/gif"),
                         (b"\x93NUMPY\x01\x00garbage", "application/octet-stream"), (b"abc", "multipart/form-data"),
                         (b"garbage", "multipart/form-data; boundary=xyz"), (b"--\r\n", 'multipart/form-data; boundary="'),
                         (b"--b\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n--b--\r\n",
                          "multipart/form-data; boundary=b"),
-                        (png.getvalue(), "image/png")):
+                        (png.getvalue(), "image/png"), (bomb.getvalue(), "image/png"),
+                        (huge.getvalue() + b"\0" * 64, "application/octet-stream"),
+                        (strings.getvalue(), "application/octet-stream"), (eps, "application/postscript")):
         for query in ("", "?k=0", "?k=x", "?k=99", "?invert=maybe"):
             requests.append(_request("POST", "/v1/classify" + query, body, [f"Content-Type: {ctype}"]))
     for method, path in (("GET", "/v2/models/nope"), ("GET", "/v2/models/resnet18/versions/7"), ("DELETE", "/v2"),
@@ -123,8 +154,8 @@ def _malformed_corpus(arts) -> list[bytes]:
         requests.append(_request("POST", infer, b'\xef\xbb\xbf{"inputs": [{"name": "images"}]}', [header]))
     requests.append(_request("POST", infer, b"{}", ["Authorization: Bearer x"]))
     requests.append(_request("POST", infer, b"{}", ["Content-Encoding: gzip"]))
-    requests.append(b"POST " + infer.encode() + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
-    requests.append(b"GET /v2 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+    requests.append(b"POST " + infer.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
+    requests.append(b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n")
     requests.append(b"NOT-HTTP\r\n\r\n")
     return requests
 
@@ -139,7 +170,10 @@ def test_hundreds_of_malformed_requests_get_no_5xx_and_leave_no_traceback(arts, 
             response = _raw(port, data)
             statuses.append(_status(response))
             assert _status(response) < 500, (data[:200], response[:400])
-        assert statuses.count(400) >= 150  # the bad ones got one sentence each, not silence
+        assert statuses.count(400) >= 200  # the bad ones got one sentence each, not silence
+        name = json.dumps({"inputs": [{"name": "n" * 100_000, "shape": [1], "datatype": "FP32", "data": [0]}]})
+        echoed = _raw(port, _request("POST", "/v2/models/resnet18/infer", name.encode()))
+        assert _status(echoed) == 400 and len(echoed) < 1000 and b"(100,000 characters)" in echoed  # cut, not echoed
         x = np.zeros((1, *arts.spec.chw), np.float32)
         status, _, body = _http(port, "/v2/models/resnet18/infer", _infer_body(x))
         assert status == 200 and json.loads(body)["outputs"][0]["shape"] == [1, arts.spec.num_classes]
@@ -147,6 +181,7 @@ def test_hundreds_of_malformed_requests_get_no_5xx_and_leave_no_traceback(arts, 
         _stop(proc)
     text = log.read_text()
     assert "Traceback" not in text and "Internal server error" not in text, text[-3000:]
+    assert max(map(len, text.splitlines())) < 2000  # no request's content copied whole into a log line
 
 
 def test_a_client_that_disconnects_is_not_inferred_and_leaves_nothing_in_flight(arts, tmp_path):
@@ -174,14 +209,14 @@ def test_slow_and_greedy_clients_are_bounded(arts, tmp_path):
         path = "/v2/models/resnet18/infer"
         # A body trickled in slower than the deadline: 408, and the handler is free again.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"{" * 10)
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n".encode() + b"{" * 10)
             t0 = time.time()
             answer = _response(s)
             assert _status(answer) == 408 and b"did not arrive within 1 s" in answer
             assert time.time() - t0 < 5
         # Bodies being read on several connections together: past 1 MB, the next one is refused with 503.
         first = socket.create_connection(("127.0.0.1", port), timeout=10)
-        first.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n\r\n".encode() + b" " * 700_000)
+        first.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\n".encode() + b" " * 700_000)
         time.sleep(0.3)
         second = _raw(port, _request("POST", path, b" " * 900_000))
         assert _status(second) == 503 and b"too many request bodies" in second
@@ -215,3 +250,91 @@ def test_model_metadata_names_the_manifests_model_and_its_preprocessing(arts, tm
         assert (pre["channels"], pre["image_size"], pre["source_size"]) == (1, 28, 28)
     finally:
         _stop(proc)
+
+
+def test_a_foreign_host_header_is_refused_on_loopback_and_an_empty_key_is_not_a_key(arts, tmp_path):
+    """DNS rebinding: a page on evil.example that resolves its name to 127.0.0.1 must not reach the API."""
+    proc, port, log = _start_logged(arts, tmp_path)
+    try:
+        def get(host):
+            return _raw(port, f"GET /v2 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+
+        foreign = get(f"evil.example:{port}")
+        assert _status(foreign) == 421 and b"not the Host 'evil.example'" in foreign and b"--allowed-hosts" in foreign
+        assert _status(get("evil.example")) == 421 and _status(get("")) == 421
+        for ok in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
+            assert _status(get(ok)) == 200, ok
+        x = np.zeros((1, *arts.spec.chw), np.float32)
+        infer = _request("POST", "/v2/models/resnet18/infer", _infer_body(x)).replace(b"Host: 127.0.0.1",
+                                                                                       b"Host: evil.example")
+        assert _status(_raw(port, infer)) == 421  # the fast infer path too
+    finally:
+        _stop(proc)
+    proc, port, log = _start_logged(arts, tmp_path, "--allowed-hosts", "box.lan")
+    try:
+        assert _status(_raw(port, b"GET /v2 HTTP/1.1\r\nHost: box.lan:8000\r\n\r\n")) == 200
+        assert _status(_raw(port, b"GET /v2 HTTP/1.1\r\nHost: evil.example\r\n\r\n")) == 421
+    finally:
+        _stop(proc)
+    import os
+
+    for args, env in ((["--api-key", ""], {}), ([], {"RESNET_EDGE_API_KEY": " "})):
+        res = subprocess.run([sys.executable, "-m", "resnet_edge", "serve", str(arts.root), "--port", str(_free_port()),
+                              *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+        assert res.returncode == 2 and "would switch authentication off" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_binding_a_public_address_without_a_key_warns_once(arts, tmp_path):
+    proc, port, log = _start_logged(arts, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert _status(_raw(port, b"GET /v2 HTTP/1.1\r\nHost: 10.1.2.3\r\n\r\n")) == 200  # any name: not loopback
+    finally:
+        _stop(proc)
+    assert log.read_text().count("without an API key") == 1
+
+
+def test_bad_serve_options_are_one_sentence_each(arts, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = str(busy.getsockname()[1])
+    try:
+        for args, sentence in ((["--request-timeout", "1.2.3s"], "'1.2.3s' is not a duration"),
+                               (["--log-level", "verbose"], "--log-level must be one of"),
+                               (["--max-body-mb", "nan"], "must be positive (finite) numbers"),
+                               (["--drain-timeout", "0s"], "must be positive (finite) numbers"),
+                               (["--grpc-port", taken], f"Cannot listen on 127.0.0.1:{taken} (--grpc-port)"),
+                               (["--port", taken], f"Cannot listen on 127.0.0.1:{taken} (--port)")):
+            cmd = [sys.executable, "-m", "resnet_edge", "serve", str(arts.root), *args]
+            if "--port" not in args:
+                cmd += ["--port", str(_free_port())]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert res.returncode == 2 and "Traceback" not in res.stderr, (args, res.stderr[-1500:])
+            assert sentence in " ".join(res.stderr.split()), (args, res.stderr)
+    finally:
+        busy.close()
+
+
+def test_the_drain_is_bounded_and_a_second_signal_exits_at_once(arts, tmp_path):
+    import signal as sig
+
+    x = np.zeros((1, *arts.spec.chw), np.float32)
+    for second in (False, True):
+        # a lone request waits up to 20 s for company: in flight well past the 1 s drain
+        proc, port, log = _start_logged(arts, tmp_path, "--max-queue-delay-us", "20000000", "--drain-timeout", "1s")
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        client.sendall(_request("POST", "/v2/models/resnet18/infer", _infer_body(x)))
+        time.sleep(0.5)
+        t0 = time.time()
+        proc.send_signal(sig.SIGTERM)
+        if second:
+            time.sleep(0.3)
+            proc.send_signal(sig.SIGTERM)
+        code = proc.wait(timeout=20)
+        took = time.time() - t0
+        client.close()
+        if second:
+            assert code == 128 + sig.SIGTERM and "second signal: exiting at once, 1 request(s)" in log.read_text()
+            assert took < 3
+        else:
+            assert code == 0 and took < 10, log.read_text()[-2000:]  # not the 20 s the batch would have waited

@@ -186,3 +186,13 @@ def test_an_older_history_still_exports_but_is_not_resumed(tmp_path):
     torch.save({**raw, "history": [{"epoch": 1, "test_acc": 0.9}]}, tmp_path / "old.pt")  # chose its epoch on test
     old = Checkpoint.read(tmp_path / "old.pt")
     assert old.history is None and old.model() is not None
+
+
+def test_a_version_that_is_not_an_integer_is_one_sentence(tmp_path):
+    raw = torch.load(_save(tmp_path / "c.pt"), weights_only=True)
+    for version in ("1", 1.0, None):
+        torch.save({**raw, "version": version}, tmp_path / "v.pt")
+        with pytest.raises(CheckpointError, match="version that is not an integer"):
+            Checkpoint.read(tmp_path / "v.pt")
+    res = _cli("eval", str(tmp_path / "v.pt"))
+    assert res.returncode == 2 and "not an integer" in res.stderr and "Traceback" not in res.stderr

@@ -106,10 +106,11 @@ def test_a_checkpoint_that_is_not_ours_or_not_a_basic_block_resnet_is_refused(tm
 
 @pytest.mark.slow
 def test_compress_distils_an_ordinary_checkpoint_that_exports(trained_ckpt, tmp_path):
-    """The suite's 2-epoch model at ratio 0.5, distilled for one epoch on 4,096 of its training images: best.pt loads
-    with weights_only, records its teacher, and exports to ONNX FP32 and FP16 within the tolerance table. (Its
-    post-training INT8 agreed with it on 98.9% of 1,000 images, under the int8 row: a one-epoch student is what
-    issue 34's quantization-aware fine-tuning is for, which is not built yet.)"""
+    """The suite's 2-epoch model at ratio 0.5, distilled for one epoch on 4,096 of its training images, then one epoch
+    of quantization-aware fine-tuning: best.pt loads with weights_only, records its teacher and the QAT, keeps the
+    distilled student beside it, and exports to ONNX FP32 and FP16 within the tolerance table. (INT8 is not asserted:
+    on this host the QAT'd student's INT8 agreed on 99.19% of the 10k test images, too close to the row's 99% for a
+    model each host trains afresh; scripts/qat_ablation.py measures it.)"""
     from export.pipeline import ExportConfig, run_export
     from resnet_edge.atomic import sha256_file
 
@@ -120,6 +121,9 @@ def test_compress_distils_an_ordinary_checkpoint_that_exports(trained_ckpt, tmp_
     rec, teacher = ckpt.compression, Checkpoint.read(trained_ckpt)
     assert rec.teacher_sha256 == sha256_file(trained_ckpt) and rec.ratio == 0.5 and rec.depth == 18
     assert rec.params * 3 <= rec.teacher_params and rec.teacher_test_accuracy == teacher.metrics.test_acc
+    assert rec.qat_epochs == 1 and 0.9 < rec.int8_simulated_agreement <= 1 and rec.int8_simulated_agreement_after
+    distilled = Checkpoint.read(out / "distilled.pt")  # the student before QAT, kept
+    assert distilled.compression.qat_epochs == 0 and distilled.config == ckpt.config
     assert ckpt.split["validation"]["sha256"] == teacher.split["validation"]["sha256"]  # the teacher's split
     model = ckpt.model()
     assert model.config.widths == (32, 64, 128, 256)
