@@ -8,9 +8,6 @@ missing or different file.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +19,13 @@ from rich.table import Table
 
 from export import quantize, tensorrt
 from export.edge_steps import check_requested
+from export.folder import claim, commit
 from export.onnx import DEFAULT_OPSET, _check_opset
 from export.parity import ParityResult
 from export.source import ExportSource
 from export.steps import Build, plan_steps
-from resnet_edge.errors import AccuracyRegression, InvalidInput, MissingDependency, ToolkitError
+from resnet_edge.errors import AccuracyRegression, InvalidInput, MissingDependency
 from runtime.contract import (
-    MANIFEST,
     ArtifactRow,
     Evaluation,
     Golden,
@@ -36,8 +33,6 @@ from runtime.contract import (
     Reference,
     Skipped,
     Source,
-    parse_manifest,
-    write_manifest,
 )
 from runtime.formats import EXPORT_PRECISIONS, FORMATS
 
@@ -141,8 +136,7 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
 
     if cfg.data is not None:  # an image folder decodes with its own progress bar, before the export's
         load_data(console)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cfg.out))
-    try:
+    with claim(cfg.out) as staging:
         with Progress(TextColumn("[bold]{task.description:<38}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("loading Fashion-MNIST" if cfg.data is None else "PyTorch FP32 reference + BN folding",
@@ -172,8 +166,6 @@ def run_export(cfg: ExportConfig, console: Console | None = None) -> Manifest:
             raise AccuracyRegression(f"Export failed the tolerance table against PyTorch and wrote nothing: {detail}.")
         manifest = _manifest(cfg, src, build, golden, reference)
         commit(staging, cfg.out, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if cfg.triton_repo is not None:
         from export.triton import write_triton_repo
 
@@ -192,32 +184,6 @@ def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden
         artifacts=tuple(build.rows), golden=golden, reference=reference, fold=src.fold,
         evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions)),
         skipped=tuple(build.skipped), decisions=build.decisions, tools=src.tools)
-
-
-def _previous_files(out: Path) -> set[str]:
-    """The files the manifest already in ``out`` names: what an earlier export wrote there. An unreadable or
-    malformed manifest names nothing, so nothing is removed on its word."""
-    try:
-        names = parse_manifest(json.loads((out / MANIFEST).read_text())).files
-    except (OSError, ValueError, ToolkitError):
-        return set()
-    return {n for n in names if n and Path(n).name == n}  # plain names inside ``out`` only
-
-
-def commit(staging: Path, out: Path, manifest: Manifest) -> None:
-    """Old manifest out first, the files it named and the new one does not out, new artifacts in, new manifest
-    last (each step atomic).
-
-    Only files an earlier export's manifest names are removed: a user's own files in ``out`` (a calib.npz,
-    another model's ONNX) stay; an interruption leaves no manifest naming a missing file."""
-    keep = manifest.files
-    previous = _previous_files(out)
-    (out / MANIFEST).unlink(missing_ok=True)
-    for name in previous - keep:
-        (out / name).unlink(missing_ok=True)
-    for name in keep:
-        os.replace(staging / name, out / name)
-    write_manifest(out, manifest)
 
 
 def results_table(rows: list[ArtifactRow], fold: ParityResult, out: Path | None = None,
