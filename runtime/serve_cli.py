@@ -34,6 +34,14 @@ def serve_cmd(
     body_timeout: Annotated[str, Opt(help="A request body must arrive whole within this, else 408.")] = "30s",
     max_buffer_mb: Annotated[float, Opt(help="Request bodies being read on all connections together; past it, "
                                              "503 + Retry-After.")] = 256.0,
+    head_timeout: Annotated[str, Opt(help="A request's line and headers must arrive whole within this from its first "
+                                          "byte (or from the connection's opening), else 408 and the connection "
+                                          "closed.")] = "10s",
+    idle_timeout: Annotated[str, Opt(help="A kept-alive connection that sends no new request is closed after "
+                                          "this.")] = "5s",
+    max_url_kb: Annotated[float, Opt(help="Longest request line; past it, 414 and closed.")] = 8.0,
+    max_header_kb: Annotated[float, Opt(help="Request line and headers together; past it, 431 and closed (read "
+                                             "before authentication, so kept small).")] = 64.0,
     drain_timeout: Annotated[str, Opt(help="On SIGTERM or Ctrl-C: how long requests in flight may take to be answered "
                                            "before the server exits anyway (a second signal exits at once).")] = "30s",
     max_connections: Annotated[int, Opt(help="Open connections (and requests in progress) before new requests get "
@@ -70,7 +78,8 @@ def serve_cmd(
         max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us, max_queue=max_queue,
         request_timeout_s=_seconds(request_timeout), max_body_mb=max_body_mb, body_timeout_s=_seconds(body_timeout),
         max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key,
-        drain_timeout_s=_seconds(drain_timeout),
+        drain_timeout_s=_seconds(drain_timeout), head_timeout_s=_seconds(head_timeout),
+        idle_timeout_s=_seconds(idle_timeout), max_url_kb=max_url_kb, max_header_kb=max_header_kb,
         allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()), threads=threads,
         log_level=log_level, probe_lane=probe_lane, deliver_slice=deliver_slice)))
 

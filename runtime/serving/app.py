@@ -64,6 +64,11 @@ class ServerState:
     draining: bool = False
     inflight: int = 0
     failed: bool = False  # the backend could not load: the server exits non-zero
+    max_connections: int = 1024  # uvicorn's limit_concurrency; past it, new requests get 503 and readiness says so
+    connections: int = 0  # open HTTP connections (runtime.serving.probes keeps the count)
+    head_timeout_s: float = 10.0  # a request head (line and headers) must arrive whole within this, else 408
+    max_url_bytes: int = 8 << 10  # the request line; past it, 414
+    max_head_bytes: int = 64 << 10  # the request line and headers together; past it, 431
     buckets: tuple[int, ...] = ()  # the batch sizes a static-shape backend runs; batches are padded to them
     on_fatal: Callable[[], None] | None = None
     watchdog: Watchdog = field(default_factory=Watchdog)  # body deadlines and disconnect watches, one timer
@@ -188,8 +193,10 @@ def probe(state: ServerState, path: str) -> tuple[str, int, bytes] | None:
     if path == LIVE:
         return "live", 200, b'{"live":true}'
     if path == READY:
-        ok = state.plane.ready
-        return "ready", 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}'
+        reason = state.plane.not_ready_reason()
+        if reason is None:
+            return "ready", 200, b'{"ready":true}'
+        return "ready", 503, json.dumps({"ready": False, "reason": reason}).encode()
     return None
 
 

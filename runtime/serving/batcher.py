@@ -59,6 +59,7 @@ class DynamicBatcher:
         self._pending = 0  # submitted, still wanted and not yet answered: queued, being batched or running
         self._delivering: set[asyncio.Task] = set()  # answers of finished batches, on their way out
         self.accepting = True
+        self.running_since: float | None = None  # perf_counter() when the batch now in the backend started
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -134,7 +135,11 @@ class DynamicBatcher:
         try:
             if live:
                 merged = live[0].batch if len(live) == 1 else np.concatenate([p.batch for p in live])
-                out = await loop.run_in_executor(None, self._infer, merged)
+                self.running_since = start
+                try:
+                    out = await loop.run_in_executor(None, self._infer, merged)
+                finally:
+                    self.running_since = None
         except Exception as exc:  # the backend failed: every request of the batch gets the error
             for p in live:
                 if not p.future.done():

@@ -52,7 +52,27 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.state.ready and not self.state.draining
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server cannot take work now (readiness says not-ready, with this reason), or None. Besides loading
+        and draining: every connection slot taken, the request queue full, or the backend stuck in one batch for
+        longer than a request may take (a load balancer should send traffic elsewhere meanwhile)."""
+        state = self.state
+        if not state.ready:
+            return "the model is still loading"
+        if state.draining:
+            return "the server is shutting down"
+        if state.connections >= state.max_connections:
+            return f"every connection slot is taken ({state.connections} of {state.max_connections})"
+        batcher = state.batcher
+        if batcher.depth >= batcher.max_queue:
+            return f"the request queue is full ({batcher.max_queue} requests)"
+        since = batcher.running_since
+        if since is not None and time.perf_counter() - since > state.request_timeout_s:
+            return (f"the backend has been running one batch for {time.perf_counter() - since:.0f} s, longer than a "
+                    f"request may take ({state.request_timeout_s:g} s)")
+        return None
 
     # -- metadata -------------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:

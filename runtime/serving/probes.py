@@ -22,8 +22,9 @@ from runtime.serving.app import ServerState, probe
 log = logging.getLogger("resnet_edge.serve")
 
 
-def http_protocol(state: ServerState):
-    """The ``http`` setting for uvicorn.Config: a protocol class with the probe fast lane, or "auto"."""
+def http_protocol(state: ServerState, lane: bool = True):
+    """The ``http`` setting for uvicorn.Config: a protocol class with the request-head bounds and (``lane``) the
+    probe fast lane, or "auto"."""
     try:
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
     except ImportError:
@@ -34,12 +35,77 @@ def http_protocol(state: ServerState):
         return "auto"
 
     class ProbeFastLane(HttpToolsProtocol):
+        # -- bounds on the request head: uvicorn's httptools protocol has no setting for them -----------------
+        _head_bytes = 0  # bytes of the request head received so far (line and headers)
+        _line_bytes = 0  # bytes of the request line so far
+        _in_head = True
+        _deadline = None
+
+        def connection_made(self, transport) -> None:  # asyncio.Protocol's interface
+            super().connection_made(transport)
+            state.connections = len(self.connections)
+            self._arm()  # the first request head must arrive whole within head_timeout_s
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+            state.connections = len(self.connections)
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                if self._line_bytes >= 0:  # still inside the request line
+                    end = data.find(b"\n")
+                    self._line_bytes = -1 if end >= 0 and self._line_bytes + end <= state.max_url_bytes \
+                        else self._line_bytes + (len(data) if end < 0 else end)
+                    if self._line_bytes > state.max_url_bytes:
+                        return self._refuse(414, f"The request line is over {state.max_url_bytes:,} bytes.")
+                self._head_bytes += len(data)
+                if self._head_bytes > state.max_head_bytes:
+                    return self._refuse(431, f"The request head is over {state.max_head_bytes:,} bytes.")
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:  # httptools' parser callback
+            self._in_head = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:  # the body is in: the next bytes are the next request's head
+            super().on_message_complete()
+            self._in_head, self._head_bytes, self._line_bytes = True, 0, 0
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(state.head_timeout_s, self._head_expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _head_expired(self) -> None:
+            self._deadline = None
+            if self._in_head and not self.transport.is_closing():
+                self._refuse(408, f"The request head did not arrive within {state.head_timeout_s:g} s.")
+
+        def _refuse(self, status: int, sentence: str) -> None:
+            """One JSON sentence and the connection closed: the parser never sees more of this head."""
+            body = json.dumps({"error": sentence}).encode()
+            reason = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
+            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+            self.transport.close()
+            self._in_head = False
+            state.metrics.request("head", status, 0.0)
+
+        # -- the probe fast lane -----------------------------------------------------------------------------
         def on_message_begin(self) -> None:
             # A probe answered here arms the keep-alive timer, as any finished response does; a request read
             # from the same packet behind it must not run under that timer (uvicorn starts pipelined requests
             # only from a finished response, which arms no timer then).
             self._unset_keepalive_if_required()
             super().on_message_begin()
+            if self._deadline is None:  # a keep-alive connection's next head: the same deadline from its first byte
+                self._arm()
 
         _answering = False  # inside the loop below: a pipelined request it starts is handed back to it
         _handed = None
@@ -55,7 +121,7 @@ def http_protocol(state: ServerState):
             try:
                 while True:
                     scope = cycle.scope
-                    answer = probe(state, scope["path"]) if scope["method"] == "GET" else None
+                    answer = probe(state, scope["path"]) if lane and scope["method"] == "GET" else None
                     if answer is None:
                         super()._start_asgi_task(cycle, app)
                         return

@@ -47,6 +47,10 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # a request body must arrive whole within this (408)
     max_buffer_mb: float = 256.0  # request bodies being read on every connection together (503 past it)
     max_connections: int = 1024  # open connections (and requests in progress) before new requests get 503
+    head_timeout_s: float = 10.0  # a request head must arrive whole within this (408, closed)
+    idle_timeout_s: float = 5.0  # a kept-alive connection with no new request is closed after this
+    max_url_kb: float = 8.0  # the request line (414 past it)
+    max_header_kb: float = 64.0  # the request line and headers together (431 past it)
     api_key: str | None = None  # prefer RESNET_EDGE_API_KEY: a flag shows in ps
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the loopback ones (bound to loopback); "*": any
     threads: int = 0
@@ -59,11 +63,13 @@ class ServeConfig:
 def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
     if not 1 <= cfg.max_batch_size <= 4096:
         raise InvalidInput("--max-batch-size must be in 1..4096.")
-    numbers = (cfg.request_timeout_s, cfg.max_body_mb, cfg.body_timeout_s, cfg.max_buffer_mb, cfg.drain_timeout_s)
+    numbers = (cfg.request_timeout_s, cfg.max_body_mb, cfg.body_timeout_s, cfg.max_buffer_mb, cfg.drain_timeout_s,
+               cfg.head_timeout_s, cfg.idle_timeout_s, cfg.max_url_kb, cfg.max_header_kb)
     if (cfg.max_queue < 1 or cfg.max_queue_delay_us < 0 or cfg.max_connections < 1
             or not all(math.isfinite(v) and v > 0 for v in numbers)):
         raise InvalidInput("--max-queue, --max-queue-delay-us, --request-timeout, --max-body-mb, --body-timeout, "
-                           "--max-buffer-mb, --drain-timeout and --max-connections must be positive (finite) numbers.")
+                           "--max-buffer-mb, --drain-timeout, --head-timeout, --idle-timeout, --max-url-kb, "
+                           "--max-header-kb and --max-connections must be positive (finite) numbers.")
     for what, port in (("--port", cfg.port), ("--grpc-port", cfg.grpc_port)):
         if port is not None:
             _check_port(what, cfg.host, port)
@@ -79,7 +85,9 @@ def build(cfg: ServeConfig) -> tuple[object, ServerState, Variant, Artifacts]:
                         platform=f"resnet-edge/{variant.label}", batcher=batcher, metrics=metrics,
                         max_batch_size=cfg.max_batch_size, max_body_bytes=int(cfg.max_body_mb * 2**20),
                         request_timeout_s=cfg.request_timeout_s, api_key=api_key, allowed_hosts=allowed,
-                        body_timeout_s=cfg.body_timeout_s, max_buffered_bytes=int(cfg.max_buffer_mb * 2**20))
+                        body_timeout_s=cfg.body_timeout_s, max_buffered_bytes=int(cfg.max_buffer_mb * 2**20),
+                        max_connections=cfg.max_connections, head_timeout_s=cfg.head_timeout_s,
+                        max_url_bytes=int(cfg.max_url_kb * 1024), max_head_bytes=int(cfg.max_header_kb * 1024))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -227,10 +235,10 @@ def serve(cfg: ServeConfig) -> int:
             yield
 
     # limit_concurrency: uvicorn's own bound on open connections and requests in progress; past it, 503.
-    http = http_protocol(state) if cfg.probe_lane else "httptools"  # --no-probe-lane: uvicorn's own protocol
+    http = http_protocol(state, lane=cfg.probe_lane)
     server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
                                    proxy_headers=False, lifespan="on", http=http,
-                                   limit_concurrency=cfg.max_connections,
+                                   limit_concurrency=cfg.max_connections, timeout_keep_alive=cfg.idle_timeout_s,
                                    timeout_graceful_shutdown=int(cfg.drain_timeout_s)))
 
     async def drain(signum: int) -> None:

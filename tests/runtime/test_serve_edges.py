@@ -338,3 +338,36 @@ def test_the_drain_is_bounded_and_a_second_signal_exits_at_once(arts, tmp_path):
             assert took < 3
         else:
             assert code == 0 and took < 10, log.read_text()[-2000:]  # not the 20 s the batch would have waited
+
+
+def test_request_heads_are_bounded_and_idle_sockets_time_out_while_readiness_tells_the_truth(arts, tmp_path):
+    """Issue 35, items 1 and 2: the request line and headers have a size and a time limit; sockets that send nothing
+    are closed by the deadline; readiness is 503 (with its reason) while every slot is taken, 200 after."""
+    proc, port, log = _start_logged(arts, tmp_path, "--max-connections", "8", "--head-timeout", "1s",
+                                    "--max-url-kb", "4", "--max-header-kb", "16")
+    try:
+        long_url = _raw(port, b"GET /v2/" + b"a" * 6000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _status(long_url) == 414 and b"request line is over 4,096 bytes" in long_url
+        flood = b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"p" * 30_000 + b"\r\n\r\n"
+        assert _status(_raw(port, flood)) == 431
+        t0 = time.time()
+        trickle = _raw(port, b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)  # the head never ends
+        assert _status(trickle) == 408 and b"did not arrive within 1 s" in trickle and time.time() - t0 < 5
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+        try:
+            time.sleep(0.3)
+            ready = _raw(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _status(ready) == 503 and b"every connection slot is taken" in ready, ready
+            time.sleep(1.5)  # past the head deadline: the idle sockets are closed by the server
+            for s in idle:  # each got its 408 and was closed
+                answer = _response(s)
+                assert _status(answer) == 408 and s.recv(1024) == b"", answer
+            ready = _raw(port, b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert _status(ready) == 200, ready
+        finally:
+            for s in idle:
+                s.close()
+        assert _status(_raw(port, _request("GET", "/v2"))) == 200  # kept-alive traffic is not affected
+    finally:
+        _stop(proc)
+    assert "Traceback" not in log.read_text()
