@@ -39,10 +39,31 @@ log = logging.getLogger("resnet_edge.serve")
 # checks, and none waits behind a running inference (which has the default executor).
 INLINE_BYTES = 64 << 10
 _request_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resnet-edge-request")
+MAX_WAITING_DECODES = 32  # image decodes and large parses queued for the pool; past it, 503 (not an unbounded queue)
+_waiting = 0
 
 
-async def off_loop(fn: Callable, *args):
-    return await asyncio.get_running_loop().run_in_executor(_request_pool, fn, *args)
+async def off_loop(fn: Callable, *args, request: Request | None = None):
+    """``fn(*args)`` on the request pool: refused with 503 when the pool's queue is full, and skipped (499) when the
+    client of ``request`` has gone by the time a worker is free for it."""
+    global _waiting
+    if _waiting >= MAX_WAITING_DECODES:
+        raise Overloaded("The server is decoding too many requests at once; retry shortly.")
+    _waiting += 1
+
+    def job():
+        if request is not None and request.scope.get("resnet_edge.gone"):
+            raise ClientGone("The client disconnected before its request was decoded.")
+        return fn(*args)
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_request_pool, job)
+    except asyncio.CancelledError:  # the client went away: a job still queued is skipped when its turn comes
+        if request is not None:
+            request.scope["resnet_edge.gone"] = True
+        raise
+    finally:
+        _waiting -= 1
 
 
 @dataclass
@@ -103,6 +124,8 @@ def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callab
             except Exception:  # a bug, not bad input: logged with its traceback, answered in one sentence
                 log.exception(json.dumps({"event": "error", "endpoint": name, "path": shown(request.url.path)}))
                 response = JSONResponse({"error": "Internal server error; see the server log."}, status_code=500)
+            finally:  # a body counts against --max-buffer-mb until its answer is made, not only while it is read
+                state.buffered -= request.scope.pop("resnet_edge.held", 0)
             seconds = plane.record(name, response.status_code, t0)
             failed = response.status_code >= 400 and name not in ("ready", "model_ready")
             level = logging.WARNING if failed else logging.DEBUG
@@ -148,7 +171,7 @@ async def _body(request: Request, state: ServerState) -> bytes:
     except ClientDisconnect:
         raise ClientGone("The client disconnected before its body arrived.") from None
     finally:
-        state.buffered -= held
+        request.scope["resnet_edge.held"] = held  # released by the endpoint once the response is made
     if size > limit:
         total = int(declared) if declared and declared.isdigit() else size
         raise PayloadTooLarge(f"The body of {total} bytes is over the {limit}-byte limit.")
@@ -268,7 +291,15 @@ async def classify(request: Request, state: ServerState) -> Response:
         body = await _multipart_file(request, body)
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
-    x = await off_loop(lambda: preprocess([decode(body, "The uploaded image", state.spec.channels)], state.spec, invert))
+    with state.watchdog.watch(lambda: _until_disconnected(request.receive)) as gone:
+        try:
+            x = await off_loop(lambda: preprocess([decode(body, "The uploaded image", state.spec.channels)], state.spec,
+                                                  invert), request=request)
+        except asyncio.CancelledError:
+            if gone():
+                raise ClientGone("The client disconnected before its image was decoded; the decode was dropped.") \
+                    from None
+            raise
     logits = await submit(request, state, x)
     (top,) = top_k(logits, k, state.spec.class_names)
     return JSONResponse({"model_name": state.model_name,

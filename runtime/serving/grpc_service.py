@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.app import ServerState
 from runtime.serving.dataplane import VERSION
-from runtime.serving.errors import NotReady, status_of
+from runtime.serving.errors import NotReady, Overloaded, status_of
 from runtime.serving.protocol import (
     InferRequest,
     check_finite,
@@ -158,16 +158,27 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             state.plane.model(request.model_name, request.model_version)
             if not state.ready:  # before parsing the tensor
                 raise NotReady("The model is still loading; retry shortly.")
-            req = parse_grpc_infer(request, state.spec, state.max_batch_size)
-            logits = await state.plane.infer(req.batch)
-            return build_grpc_response(req, logits, state.model_name, state.spec.class_names)
+            size = request.ByteSize()  # held until the answer is built, against the same budget as HTTP bodies
+            if state.buffered + size > state.max_buffered_bytes:
+                raise Overloaded("The server is holding too many request bodies at once; retry shortly.")
+            state.buffered += size
+            try:
+                req = parse_grpc_infer(request, state.spec, state.max_batch_size)
+                logits = await state.plane.infer(req.batch)
+                return build_grpc_response(req, logits, state.model_name, state.spec.class_names)
+            finally:
+                state.buffered -= size
         return await self._call("infer", context, run, counted=True)
 
 
 async def start_grpc(state: ServerState, host: str, port: int):
     """Start the gRPC server on the running event loop; returns it (``await server.stop(grace)`` to end)."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", state.max_body_bytes),
-                                      ("grpc.max_send_message_length", state.max_body_bytes)])
+    # the HTTP server's bounds: as many calls in progress as HTTP connections, messages no larger than a body
+    server = grpc.aio.server(maximum_concurrent_rpcs=state.max_connections,
+                             options=[("grpc.max_receive_message_length", state.max_body_bytes),
+                                      ("grpc.max_send_message_length", state.max_body_bytes),
+                                      ("grpc.max_concurrent_streams", 100),
+                                      ("grpc.max_metadata_size", state.max_head_bytes)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise InvalidInput(f"Cannot listen for gRPC on {host}:{port}.")

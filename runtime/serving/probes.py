@@ -38,7 +38,7 @@ def http_protocol(state: ServerState, lane: bool = True):
         # -- bounds on the request head: uvicorn's httptools protocol has no setting for them -----------------
         _head_bytes = 0  # bytes of the request head received so far (line and headers)
         _line_bytes = 0  # bytes of the request line so far
-        _in_head = True
+        _in_head = True  # from the end of a message (or the connection's opening) to the end of the next headers
         _deadline = None
 
         def connection_made(self, transport) -> None:  # asyncio.Protocol's interface
@@ -52,14 +52,15 @@ def http_protocol(state: ServerState, lane: bool = True):
             state.connections = len(self.connections)
 
         def data_received(self, data: bytes) -> None:
-            if self._in_head:
+            if self._in_head:  # checked before the parser sees the bytes (it grows a long value at quadratic cost)
                 if self._line_bytes >= 0:  # still inside the request line
                     end = data.find(b"\n")
                     self._line_bytes = -1 if end >= 0 and self._line_bytes + end <= state.max_url_bytes \
                         else self._line_bytes + (len(data) if end < 0 else end)
                     if self._line_bytes > state.max_url_bytes:
                         return self._refuse(414, f"The request line is over {state.max_url_bytes:,} bytes.")
-                self._head_bytes += len(data)
+                end = data.find(b"\r\n\r\n")
+                self._head_bytes += len(data) if end < 0 else end + 4
                 if self._head_bytes > state.max_head_bytes:
                     return self._refuse(431, f"The request head is over {state.max_head_bytes:,} bytes.")
             super().data_received(data)
@@ -69,7 +70,7 @@ def http_protocol(state: ServerState, lane: bool = True):
             self._disarm()
             super().on_headers_complete()
 
-        def on_message_complete(self) -> None:  # the body is in: the next bytes are the next request's head
+        def on_message_complete(self) -> None:  # httptools' parser callback: the next bytes are the next head
             super().on_message_complete()
             self._in_head, self._head_bytes, self._line_bytes = True, 0, 0
 

@@ -234,7 +234,8 @@ def test_sigterm_finishes_in_flight_refuses_new_and_exits_0(arts):
     t.join()
     assert first["r"][0] == 200  # in flight: completed
     assert code == 503 and "shutting down" in json.loads(body)["error"]
-    assert ready[0] == 503 and json.loads(ready[2]) == {"ready": False} and ready[1]["retry-after"] == "1"
+    assert ready[0] == 503 and json.loads(ready[2]) == {"ready": False, "reason": "the server is shutting down"}
+    assert ready[1]["retry-after"] == "1"
     assert proc.wait(timeout=30) == 0
 
 
@@ -254,7 +255,7 @@ def test_not_ready_is_503(arts):
     state = ServerState(spec=arts.spec, model_name="resnet18", platform="x", batcher=DynamicBatcher(lambda b: b),
                         metrics=Metrics(8), max_batch_size=8, max_body_bytes=1 << 20, request_timeout_s=1.0)
     app = create_app(state)  # lifespan never ran: the model is not loaded
-    assert _asgi(app, "GET", "/v2/health/ready") == (503, {"ready": False})
+    assert _asgi(app, "GET", "/v2/health/ready") == (503, {"ready": False, "reason": "the model is still loading"})
     status, body = _asgi(app, "POST", "/v2/models/resnet18/infer", b"{}")
     assert status == 503 and "still loading" in body["error"]
 
@@ -315,7 +316,7 @@ def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
         protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                                b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first, second = transport.data.split(b"HTTP/1.1 ")[1:]
-        assert first.startswith(b"503 ") and b"retry-after: 1" in first and first.endswith(b'{"ready":false}')
+        assert first.startswith(b"503 ") and b"retry-after: 1" in first and first.endswith(b'{"ready": false, "reason": "the model is still loading"}')
         assert second.startswith(b"200 ") and second.endswith(b'{"live":true}') and not transport.closed
         assert not protocol.tasks  # nothing was handed to the app
         state.ready, transport.data = True, b""

@@ -371,3 +371,29 @@ def test_request_heads_are_bounded_and_idle_sockets_time_out_while_readiness_tel
     finally:
         _stop(proc)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_body_counts_against_the_buffer_budget_until_its_answer_is_made(arts, tmp_path):
+    """Issue 35, item 4: a body waiting in the batcher still holds its bytes, so that N queued requests cannot hold
+    N bodies' memory past --max-buffer-mb."""
+    proc, port, log = _start_logged(arts, tmp_path, "--max-buffer-mb", "1", "--max-batch-size", "256",
+                                    "--max-queue-delay-us", "3000000")
+    try:
+        x = np.zeros((200, *arts.spec.chw), np.float32)  # 627 KB of binary FP32: one fits the budget, two do not
+        head = json.dumps({"inputs": [{"name": "images", "shape": list(x.shape), "datatype": "FP32",
+                                       "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+        body = head + x.tobytes()
+        first = socket.create_connection(("127.0.0.1", port), timeout=30)
+        first.sendall(_request("POST", "/v2/models/resnet18/infer", body,
+                               [f"Inference-Header-Content-Length: {len(head)}"]))
+        time.sleep(0.5)  # read whole, parsed, now waiting up to 3 s in the batcher for company
+        second = _raw(port, _request("POST", "/v2/models/resnet18/infer", body,
+                                     [f"Inference-Header-Content-Length: {len(head)}"]))
+        assert _status(second) == 503 and b"too many request bodies" in second, second[:300]
+        assert _status(_response(first)) == 200  # the first is answered: its bytes are released
+        first.close()
+        third = _raw(port, _request("POST", "/v2/models/resnet18/infer", body,
+                                    [f"Inference-Header-Content-Length: {len(head)}"]), timeout=30)
+        assert _status(third) == 200
+    finally:
+        _stop(proc)
