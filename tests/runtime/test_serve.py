@@ -316,7 +316,8 @@ def test_health_probes_are_answered_in_the_callback_that_read_them(arts):
         protocol.data_received(b"GET /v2/health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                                b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first, second = transport.data.split(b"HTTP/1.1 ")[1:]
-        assert first.startswith(b"503 ") and b"retry-after: 1" in first and first.endswith(b'{"ready": false, "reason": "the model is still loading"}')
+        assert first.startswith(b"503 ") and b"retry-after: 1" in first
+        assert first.endswith(b'{"ready": false, "reason": "the model is still loading"}')
         assert second.startswith(b"200 ") and second.endswith(b'{"live":true}') and not transport.closed
         assert not protocol.tasks  # nothing was handed to the app
         state.ready, transport.data = True, b""
