@@ -29,6 +29,7 @@ from runtime.contract import (
     Reference,
     Tensor,
 )
+from runtime.formats import FORMATS
 from runtime.outputs import run_batched
 from train.checkpoint import Checkpoint
 from train.heldout import evaluation_data
@@ -189,7 +190,8 @@ def artifact_row(path: Path, precision: str, stats: ParityResult | None, build_s
                        size_bytes=size, test_accuracy=None if stats is None else stats.accuracy, parity=stats,
                        max_acc_drop_pt=TOLERANCES[precision.value].max_acc_drop_pt,
                        status=status, failures=() if stats is None else stats.failures,
-                       build_seconds=round(build_s, 3), eval_seconds=round(eval_s, 3), tools=tools, **extra)
+                       build_seconds=round(build_s, 3), eval_seconds=round(eval_s, 3), tools=tools,
+                       runtime_settings=dict(FORMATS[fmt].runtime_settings) if fmt in FORMATS else {}, **extra)
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:

@@ -61,7 +61,7 @@ def parity_cmd(
     from runtime.formats import parse_precisions
     from runtime.parity import choose_reference, parity_json, parity_table, run_parity
     from runtime.spec import load_artifacts
-    from runtime.variants import parse_backends, plan
+    from runtime.variants import parse_backends, plan, runtime_defaults
 
     arts = load_artifacts(artifacts_dir)
     wanted = set(parse_precisions(precision)) or None
@@ -70,6 +70,7 @@ def parity_cmd(
         ref = choose_reference(arts, use=reference, limit=limit, data_dir=data_dir)
         variants, skipped = plan(arts, parse_backends(backend), device=device,
                                  precisions=wanted)
+        variants += runtime_defaults(variants)  # beside the pinned settings: what the runtime's defaults give here
         if save_outputs:
             ref.run.save(save_outputs)
         report = run_parity(arts, variants, ref, n_random=random,

@@ -120,3 +120,19 @@ def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> l
     if name == "ncnn" and "winograd" in art.row.details:  # export measured which is faster for this model
         options["winograd"] = bool(art.row.details["winograd"])
     return [Variant(name, art.path, art.precision, f"{name} {art.tag}", options, **common)]
+
+
+def runtime_defaults(variants: list[Variant], threads: int = 0) -> list[Variant]:
+    """What each FP32 OpenVINO IR gives with OpenVINO's defaults on this host, beside the pinned f32 that its manifest
+    row records (``runtime_settings``): what a user who loads the file elsewhere gets. Held to the bf16 row where the
+    CPU has bf16 (the plugin picks it), to the fp32 row elsewhere."""
+    extra = []
+    for v in variants:
+        art = v.artifact
+        if v.backend == "openvino" and art is not None and art.format == "openvino" and v.precision == "fp32" \
+                and not v.options.get("inference_precision") and not v.peer:
+            precision = "bf16" if _cpu_has_bf16() else "fp32"
+            extra.append(Variant("openvino", art.path, precision, f"openvino IR fp32, OpenVINO's defaults ({precision})",
+                                 {"threads": threads, "defaults": True}, art, peer=True))
+    return extra
+

@@ -175,6 +175,9 @@ class ArtifactRow:
     # What the format's own toolchain reports about the file: the tensor types a LiteRT INT8 model computes in,
     # what an ExecuTorch program delegated to XNNPACK, the quantizer an OpenVINO IR came from.
     details: dict[str, Any] = field(default_factory=dict)
+    # What the runtime must be told for the file to compute in its precision (OpenVINO's CPU plugin: an FP32 IR runs
+    # in bf16 by default on CPUs with AVX512-BF16 or AMX): the formats table's row, copied here for any loader.
+    runtime_settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
