@@ -183,7 +183,10 @@ def loadtest_cmd(
     csv_out: Annotated[Optional[Path], Opt("--csv", help="Write results as CSV.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
     artifacts: Annotated[Optional[Path], Opt(help="Send the golden set's images of these artifacts (any model; "
-                                                  "default: Fashion-MNIST's test set, for a model that reads it).")] = None,
+                                                  "default: Fashion-MNIST's test set for a model that reads it, else "
+                                                  "synthetic inputs from the model's metadata).")] = None,
+    synthetic: Annotated[bool, Opt("--synthetic", help="Synthetic inputs of the model's shape and value range, from "
+                                                       "its metadata alone, as perf_analyzer sends.")] = False,
 ) -> None:
     """Drive a KServe v2 server at each concurrency level; report throughput, latency and errors. Images are
     prepared as the server's model metadata says."""
@@ -198,12 +201,12 @@ def loadtest_cmd(
                          rates=rates, protocol=protocol, grpc_url=grpc_url,
                          duration_s=_seconds(duration), batch=batch, binary=binary, api_key=api_key,
                          server_pid=server_pid, data_dir=str(data_dir) if data_dir else None,
-                         artifacts=str(artifacts) if artifacts else None)
+                         artifacts=str(artifacts) if artifacts else None, synthetic=synthetic)
     what = "rate {} req/s" if rates else "concurrency {}"
     results = run_loadtest(cfg, progress=lambda c: console.print(f"[dim]{what.format(c)} for {cfg.duration_s:g}s[/]"))
     payload = "raw gRPC tensors" if protocol == "grpc" else f"{'binary' if binary else 'JSON'} tensors"
-    table = Table(title=f"loadtest {url} ({payload}, batch {batch}, {'open loop' if rates else 'closed loop'})",
-                  title_justify="left")
+    table = Table(title=f"loadtest {url} ({payload}, batch {batch}, {'open loop' if rates else 'closed loop'}; "
+                        f"inputs: {results[0].inputs})", title_justify="left")
     first = ["offered req/s", "peak in flight"] if rates else ["concurrency"]
     for col in (*first, "requests", "errors", "req/s", "img/s", "p50 ms", "p90 ms", "p99 ms", "health p99 ms",
                 "server RSS MB"):
@@ -219,7 +222,8 @@ def loadtest_cmd(
     rows = results_dicts(results)
     if json_out:
         atomic_write_text(json_out, json.dumps({"url": url, "protocol": protocol, "binary": binary, "batch": batch,
-                                                "open_loop": bool(rates), "levels": rows}, indent=2))
+                                                "open_loop": bool(rates), "inputs": results[0].inputs,
+                                                "levels": rows}, indent=2))
     if csv_out:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=[k for k in rows[0] if k != "error_kinds"], extrasaction="ignore")

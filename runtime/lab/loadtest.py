@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,6 +40,7 @@ class LoadResult:
     rate: float | None = None  # open loop: the offered request rate
     protocol: str = "http"
     health_p99_ms: float | None = None  # GET /v2/health/ready every 20 ms during the level, from its own process
+    inputs: str = ""  # what was sent: real images (which) or synthetic ones
 
 
 class Connection:
@@ -287,43 +288,58 @@ async def _metadata(url: str, model: str | None, auth: dict[str, str]) -> dict:
     return await _get(url, "GET", f"/v2/models/{model}", auth)
 
 
-def request_images(meta: dict, artifacts: str | None, data_dir: str | None, n: int) -> np.ndarray:
-    """``n`` real images prepared as the model's metadata says: the artifacts' golden set, or Fashion-MNIST's
-    test set for a model that reads it; float32 [n, C, S, S]."""
+def request_images(meta: dict, artifacts: str | None, data_dir: str | None, n: int,
+                   synthetic: bool = False) -> tuple[np.ndarray, str]:
+    """``n`` inputs for the model its metadata describes, float32 [n, C, H, W], and a phrase saying what they are:
+    the artifacts' golden set (``artifacts``), Fashion-MNIST's test set for a model that reads it, or, as
+    perf_analyzer does, synthetic inputs of the right shape and value range from the metadata alone (random images
+    through the model's own preprocessing; on a server without it, standard-normal values: what normalised images
+    look like)."""
     from resnet_edge.errors import DataError
     from resnet_edge.images import to_input
 
     (inp,) = meta["inputs"]
-    if inp.get("datatype") != "FP32" or len(inp.get("shape", [])) != 4:
-        raise InvalidInput(f"The model's input is {inp.get('datatype')} {inp.get('shape')}; loadtest sends FP32 "
-                           "[N, C, H, W] images.")
+    shape = inp.get("shape", [])
+    if inp.get("datatype") != "FP32" or len(shape) != 4 or not all(isinstance(d, int) for d in shape) \
+            or min(shape[1:]) < 1:
+        raise InvalidInput(f"The model's input is {inp.get('datatype')} {shape}; loadtest sends FP32 [N, C, H, W] "
+                           "tensors.")
     pre = (meta.get("parameters") or {}).get("preprocessing")
-    if not isinstance(pre, dict):
-        raise InvalidInput("The server's model metadata carries no preprocessing (parameters.preprocessing): it is "
-                           "not a resnet-edge server of this version.")
+    pre = pre if isinstance(pre, dict) else None
+    rng = np.random.default_rng(0)
+    images, source = None, ""
     if artifacts is not None:
         from runtime.spec import load_artifacts
 
-        images = load_artifacts(artifacts).golden()[0]
+        images, source = load_artifacts(artifacts).golden()[0], f"the golden set of {artifacts}"
+    elif synthetic or pre is None:
+        pass
     elif (pre["channels"], pre["source_size"], pre.get("source_resize")) == (1, 28, None):
         from resnet_edge import fmnist
 
         try:
-            images = fmnist.load_arrays(data_dir).test_images
-        except DataError as exc:
-            raise InvalidInput(f"{exc} Or pass --artifacts DIR to send its golden set.") from None
-    else:
-        raise InvalidInput(f"This model reads {pre['channels']}-channel {pre['source_size']} px images; pass "
-                           "--artifacts DIR to send its golden set.")
+            images, source = fmnist.load_arrays(data_dir).test_images, "Fashion-MNIST's test set"
+        except DataError:
+            pass  # no dataset here: synthetic inputs, and the report says so
+    if images is None:
+        if pre is None:  # not a resnet-edge server: its metadata gives the shape, not the preprocessing
+            x = rng.standard_normal((max(n, 1), *shape[1:]), dtype=np.float32)
+            return x, f"synthetic: standard-normal FP32 {shape[1:]} (the server's metadata has no preprocessing)"
+        size, channels = pre["source_size"], pre["channels"]
+        images = rng.integers(0, 256, (max(n, 1), size, size) + ((3,) if channels == 3 else ()), dtype=np.uint8)
+        source = (f"synthetic: random {channels}-channel {size} px images through the model's preprocessing "
+                  "(pass --artifacts DIR for real ones)")
     channels = 3 if images.ndim == 4 else 1
-    if channels != pre["channels"] or images.shape[1] != pre["source_size"]:
-        raise InvalidInput(f"The images are {channels}-channel {images.shape[1]} px; the model reads "
-                           f"{pre['channels']}-channel {pre['source_size']} px images (other artifacts?).")
+    if pre is None or channels != pre["channels"] or images.shape[1] != pre["source_size"]:
+        got = f"{channels}-channel {images.shape[1]} px"
+        raise InvalidInput(f"The images are {got}; the model reads " + (
+            f"{pre['channels']}-channel {pre['source_size']} px images (other artifacts?)." if pre else
+            f"{shape[1:]} tensors and its metadata gives no preprocessing to prepare images with."))
     images = np.resize(images, (max(n, 1), *images.shape[1:])) if len(images) < n else images[:n]
     x = to_input(images, pre["mean"], pre["std"], pre["image_size"])
-    if list(x.shape[1:]) != inp["shape"][1:]:
-        raise InvalidInput(f"Prepared images are {list(x.shape[1:])}, the model's input is {inp['shape'][1:]}.")
-    return x
+    if list(x.shape[1:]) != shape[1:]:
+        raise InvalidInput(f"Prepared images are {list(x.shape[1:])}, the model's input is {shape[1:]}.")
+    return x, source
 
 
 @dataclass
@@ -341,6 +357,7 @@ class LoadTestConfig:
     server_pid: int | None = None
     data_dir: str | None = None
     artifacts: str | None = None  # send its golden set's images (else Fashion-MNIST's test set, where it fits)
+    synthetic: bool = False  # synthetic inputs from the metadata even where real images could be had
 
 
 def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
@@ -356,7 +373,7 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
     meta = asyncio.run(_metadata(cfg.url, cfg.model, auth))  # over HTTP: it also proves the server is up
     (inp,), (out,) = meta["inputs"], meta["outputs"]
     model = meta["name"]
-    images = request_images(meta, cfg.artifacts, cfg.data_dir, 256 * cfg.batch)
+    images, source = request_images(meta, cfg.artifacts, cfg.data_dir, 256 * cfg.batch, cfg.synthetic)
     classes = out["shape"][-1]
     if cfg.protocol == "grpc":
         payloads = grpc_requests(images, cfg.batch, model, inp["name"], out["name"])
@@ -377,7 +394,7 @@ def run_loadtest(cfg: LoadTestConfig, progress=None) -> list[LoadResult]:
         else:
             run = run_level(make_sender, cfg.protocol, payloads, level, cfg.duration_s, cfg.batch, cfg.server_pid,
                             cfg.url)
-        results.append(asyncio.run(run))
+        results.append(replace(asyncio.run(run), inputs=source))
     return results
 
 

@@ -177,7 +177,6 @@ async def start_grpc(state: ServerState, host: str, port: int):
     server = grpc.aio.server(maximum_concurrent_rpcs=state.max_connections,
                              options=[("grpc.max_receive_message_length", state.max_body_bytes),
                                       ("grpc.max_send_message_length", state.max_body_bytes),
-                                      ("grpc.max_concurrent_streams", 100),
                                       ("grpc.max_metadata_size", state.max_head_bytes)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(state), server)
     if server.add_insecure_port(f"{host}:{port}") == 0:

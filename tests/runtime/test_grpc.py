@@ -166,3 +166,30 @@ def test_sigterm_after_grpc_and_http_load_drains_and_exits_0(arts):
         if proc.poll() is None:
             proc.kill()
 
+
+
+def test_loadtest_drives_any_model_from_its_metadata_with_synthetic_inputs(server, tmp_path):
+    """Issue 35, item 15: no dataset, no artifacts: inputs of the model's shape and value range, and the report says
+    they are synthetic."""
+    import numpy as np
+    import pytest
+
+    from resnet_edge.errors import InvalidInput
+    from runtime.lab.loadtest import request_images
+
+    res = _loadtest(server, "--synthetic", "--concurrency", "2", "--json", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["inputs"].startswith("synthetic: random 1-channel 28 px images") and "synthetic" in res.stdout
+    assert report["levels"][0]["errors"] == 0 and report["levels"][0]["requests"] > 5
+    rgb = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+           "parameters": {"preprocessing": {"channels": 3, "source_size": 36, "source_resize": 41, "image_size": 32,
+                                            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}}
+    x, source = request_images(rgb, None, None, 8)  # a 3-channel folder model: no Fashion-MNIST needed
+    assert x.shape == (8, 3, 32, 32) and x.dtype == np.float32 and source.startswith("synthetic: random 3-channel")
+    assert -2.1 <= x.min() < -1.9 and 1.9 < x.max() <= 2.1  # [0, 255] through its mean and std: its value range
+    generic = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]}  # any KServe v2 server
+    x, source = request_images(generic, None, None, 4)
+    assert x.shape == (4, 3, 224, 224) and "no preprocessing" in source
+    with pytest.raises(InvalidInput, match="loadtest sends FP32"):
+        request_images({"inputs": [{"name": "x", "datatype": "INT8", "shape": [-1, 3, 8, 8]}]}, None, None, 4)
