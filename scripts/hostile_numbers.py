@@ -2,7 +2,7 @@
 
 Usage: python scripts/hostile_numbers.py ARTIFACTS [--idle 1100] [--flood-s 10]
 
-1. A header flood and idle sockets together: `--idle` sockets that send nothing and 8 clients sending 60 KiB heads
+1. A header flood and idle sockets together: `--idle` sockets that send nothing and 8 clients sending 80 KiB heads
    in a loop (each refused with 431), while a prober asks GET /v2/health/ready every 20 ms on its own connection:
    the probes' p99, readiness 503 with its reason while every slot is taken, the idle sockets closed by the head
    deadline (`--head-timeout 5s`), readiness 200 again after.
@@ -81,7 +81,7 @@ def main() -> None:
                     time.sleep(0.02)
 
         def flooder() -> None:
-            head = b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * (60 << 10) + b"\r\n\r\n"
+            head = b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * (80 << 10) + b"\r\n\r\n"
             while not stop.is_set():
                 try:
                     if _status(_raw(port, head, timeout=5)) == 431:
@@ -117,7 +117,7 @@ def main() -> None:
         after = ready(port)
         times = sorted(ms for ms, _ in probes)
         p99 = times[int(0.99 * (len(times) - 1))]
-        print(f"1. {len(idle)} idle sockets + 8 clients flooding 60 KiB heads for ~{args.flood_s:g} s "
+        print(f"1. {len(idle)} idle sockets + 8 clients flooding 80 KiB heads for ~{args.flood_s:g} s "
               f"({refused[0]:,} refused with 431): health probes p50 {statistics.median(times):.2f} ms, "
               f"p99 {p99:.2f} ms over {len(times)} probes (goal <= 50 ms); statuses seen "
               f"{sorted({st for _, st in probes})}; readiness while saturated: "
