@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.runtime.test_serve_edges import _malformed_corpus, _raw, _status  # noqa: E402
-
 from runtime.spec import load_artifacts  # noqa: E402
+from tests.runtime.test_serve_edges import _malformed_corpus, _raw, _status  # noqa: E402
 
 PY = [sys.executable, "-m", "resnet_edge"]
 
