@@ -65,7 +65,12 @@ def parse_grpc_infer(request, spec, max_batch: int) -> InferRequest:
     one_output(len(request.outputs), spec)
     outputs = []
     for out in request.outputs or []:
-        k = out.parameters["classification"].int64_param if "classification" in out.parameters else 0
+        k = 0
+        if "classification" in out.parameters:
+            param = out.parameters["classification"]
+            if param.WhichOneof("parameter_choice") != "int64_param":  # strict, as the HTTP front end
+                raise InvalidInput("The 'classification' parameter must be an integer (int64_param).")
+            k = param.int64_param
         outputs.append(requested_output(out.name, int(k), True, spec))
     if not outputs:
         outputs.append(requested_output(spec.output_name, 0, True, spec))

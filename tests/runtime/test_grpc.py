@@ -193,3 +193,68 @@ def test_loadtest_drives_any_model_from_its_metadata_with_synthetic_inputs(serve
     assert x.shape == (4, 3, 224, 224) and "no preprocessing" in source
     with pytest.raises(InvalidInput, match="loadtest sends FP32"):
         request_images({"inputs": [{"name": "x", "datatype": "INT8", "shape": [-1, 3, 8, 8]}]}, None, None, 4)
+
+
+def _hostile_grpc_requests():
+    """Malformed ModelInferRequests: every field's wrong type, size, count and value (issue 35, item 8)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    good = ONE.tobytes()
+    out = []
+    for shape in ([1, 1, 28], [0, 1, 28, 28], [-1, 1, 28, 28], [2**62, 1, 28, 28], [1, 1, 28, 28, 1], [],
+                  [1, 3, 28, 28], [1, 1, 2**31, 28]):
+        out.append(_raw_request(good, shape))
+    for datatype in ("", "INT8", "BYTES", "FP16", "fp32", "x" * 10_000):
+        out.append(_raw_request(good, [1, 1, 28, 28], datatype))
+    for name in ("", "x" * 100_000, "images\n", "IMAGES"):
+        out.append(_raw_request(good, [1, 1, 28, 28], name=name))
+    for model, version in (("", ""), ("m" * 100_000, ""), ("resnet18", "v" * 10_000), ("resnet18", "-1")):
+        out.append(_raw_request(good, [1, 1, 28, 28], model=model, version=version))
+    for data in (b"", good[:7], good + b"\0", b"\xff" * len(good), np.full_like(ONE, np.inf).tobytes()):
+        out.append(_raw_request(data, [1, 1, 28, 28]))
+    two = _raw_request(good, [1, 1, 28, 28])
+    two.raw_input_contents.append(good)  # two tensors for one input
+    out.append(two)
+    extra = _raw_request(good, [1, 1, 28, 28])
+    extra.inputs.add(name="other", datatype="FP32", shape=[1, 1, 28, 28])
+    out.append(extra)
+    empty = pb.ModelInferRequest(model_name="resnet18")
+    out.append(empty)
+    contents = pb.ModelInferRequest(model_name="resnet18")
+    contents.inputs.add(name="images", datatype="FP32", shape=[1, 1, 28, 28]).contents.fp32_contents.extend([0.0] * 7)
+    out.append(contents)
+    for outputs in (["logits", "logits"], ["logits"] * 500, ["nope"], [""]):
+        req = _raw_request(good, [1, 1, 28, 28])
+        for name in outputs:
+            req.outputs.add(name=name)
+        out.append(req)
+    for param in ({"int64_param": -1}, {"bool_param": True}, {"string_param": "3"}, {"double_param": 3.0}):
+        req = _raw_request(good, [1, 1, 28, 28])
+        o = req.outputs.add(name="logits")
+        for k, v in param.items():
+            setattr(o.parameters["classification"], k, v)
+        out.append(req)
+    return out
+
+
+def test_hostile_grpc_requests_get_client_errors_and_the_server_stays_healthy(server):
+    stub = _stub(server)
+    corpus = _hostile_grpc_requests()
+    codes = []
+    for req in corpus:
+        try:
+            stub.ModelInfer(req, metadata=tuple(AUTH.items()), timeout=30)
+            codes.append("OK")
+        except grpc.RpcError as exc:
+            codes.append(exc.code().name)
+            assert len(exc.details() or "") < 1000, exc.details()[:200]  # nothing echoed whole
+    assert not {"INTERNAL", "UNKNOWN", "UNAVAILABLE"} & set(codes), list(zip(codes, range(len(codes))))
+    odd = [(i, c) for i, c in enumerate(codes) if c not in ("INVALID_ARGUMENT", "NOT_FOUND")]
+    assert not odd, odd
+    ok = stub.ModelInfer(_raw_request(ONE.tobytes(), [1, 1, 28, 28]), metadata=tuple(AUTH.items()))
+    assert len(ok.raw_output_contents[0]) == 40
+    # a huge class count is not an error: as Triton, it returns every class
+    req = _raw_request(ONE.tobytes(), [1, 1, 28, 28])
+    req.outputs.add(name="logits").parameters["classification"].int64_param = 2**62
+    every = stub.ModelInfer(req, metadata=tuple(AUTH.items()))
+    assert list(every.outputs[0].shape) == [1, 10]
