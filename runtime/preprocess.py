@@ -10,6 +10,12 @@ with the manifest's per-channel mean/std). Predict, the server, parity and bench
 Inversion: Fashion-MNIST shows light garments on a black background; a product photo is usually a dark
 object on a light one. ``invert="auto"`` inverts an image whose border (the outer 2 pixels of the 28x28
 image) is on average brighter than mid-grey; ``"yes"`` and ``"no"`` force it.
+
+Transparency: a PNG or WebP with transparent pixels is composited on the background the model was trained on
+(``ModelSpec.background``: Fashion-MNIST's black, after any inversion; an image-folder model's mean colour), not on
+whatever colour the transparent pixels happen to hold. ``invert="auto"`` judges a cutout as shown on a white page
+(a shop's transparent product image is a product photo without its page), so a cutout with a transparent border
+is inverted, and its background still ends up black.
 """
 
 from __future__ import annotations
@@ -72,7 +78,8 @@ def _npy(data: bytes, name: str) -> np.ndarray:
 def from_pil(img, name: str = "image", channels: int = 1) -> np.ndarray:
     """A PIL image (not yet decoded is fine) -> uint8 [H, W] grayscale (or [H, W, 3] RGB for ``channels=3``),
     refusing decompression bombs, turned upright by its EXIF orientation, 16-bit samples scaled (not clipped) to 8
-    bits."""
+    bits. An image with transparent pixels keeps its alpha as a last channel ([H, W, 2] or [H, W, 4]) for
+    :func:`to_source` to composite on the model's background."""
     from PIL import ImageOps
 
     if img.width * img.height > MAX_PIXELS:
@@ -81,6 +88,13 @@ def from_pil(img, name: str = "image", channels: int = 1) -> np.ndarray:
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit gray: PIL's "L" would clip it at 255
         return to_channels(np.asarray(img).astype(np.uint16 if img.mode != "I" else np.int32), name, channels)
+    if "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint8)
+        if alpha.min() < 255:
+            color = np.asarray(rgba.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+            return np.dstack([color, alpha])
+        img = rgba
     return np.asarray(img.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
 
 
@@ -149,15 +163,37 @@ def check_invert(invert: str) -> str:
     return invert
 
 
+def split_alpha(image: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """What :func:`from_pil` decoded -> (the colour image, its uint8 alpha or None where every pixel is opaque)."""
+    if image.ndim == 3 and image.shape[-1] == channels + 1 and image.dtype == np.uint8:
+        return image[..., :channels].squeeze(-1) if channels == 1 else image[..., :channels], image[..., channels]
+    return image, None
+
+
+def composite(image: np.ndarray, alpha: np.ndarray, background: tuple[int, ...]) -> np.ndarray:
+    """uint8 colour over a uint8 background by a uint8 alpha, rounded back to uint8."""
+    a = alpha.astype(np.float32)[..., None] / 255.0 if image.ndim == 3 else alpha.astype(np.float32) / 255.0
+    bg = np.asarray(background, dtype=np.float32) if image.ndim == 3 else np.float32(background[0])
+    return np.clip(np.rint(image * a + bg * (1.0 - a)), 0, 255).astype(np.uint8)
+
+
 def to_source(image: np.ndarray, spec: ModelSpec, invert: str = "no") -> np.ndarray:
-    """uint8 [H, W] (or [H, W, 3] for an RGB model) of any size -> the uint8 source-size image the model's data is
-    made of. Inversion applies to gray models only (Fashion-MNIST's light-on-dark convention)."""
+    """uint8 [H, W] (or [H, W, 3] for an RGB model; either with an alpha channel from :func:`from_pil`) of any size
+    -> the uint8 source-size image the model's data is made of. Inversion applies to gray models only
+    (Fashion-MNIST's light-on-dark convention); transparent pixels end up as the model's background."""
+    check_invert(invert)
+    image, alpha = split_alpha(image, spec.channels)
     if spec.channels == 3 and image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     elif spec.channels == 1 and image.ndim == 3:
         image = to_channels(image)
+    flip = spec.channels == 1 and (invert == "yes" or (invert == "auto" and alpha is not None and needs_inversion(
+        to_source_size(composite(image, alpha, (255,)), spec.source_size, spec.source_resize))))
+    if alpha is not None:  # at full size, before any resampling mixes hidden colours into the edges
+        bg = spec.background
+        image = composite(image, alpha, tuple(255 - v for v in bg) if flip else bg)
     img = to_source_size(image, spec.source_size, spec.source_resize)
-    if spec.channels == 1 and (check_invert(invert) == "yes" or (invert == "auto" and needs_inversion(img))):
+    if flip or (spec.channels == 1 and invert == "auto" and alpha is None and needs_inversion(img)):
         img = 255 - img
     return img
 

@@ -36,6 +36,14 @@ class ModelSpec:
         trained on an image folder is checked on its golden set instead."""
         return (self.channels, self.source_size, self.source_resize, self.num_classes) == (1, 28, None, 10)
 
+    @property
+    def background(self) -> tuple[int, ...]:
+        """The uint8 colour transparent pixels become: Fashion-MNIST's black for a gray model (its images are light
+        garments on 0), the training mean colour for an image-folder model (zero after normalisation)."""
+        if self.channels == 1:
+            return (0,)
+        return tuple(int(round(255 * m)) for m in self.mean)
+
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> ModelSpec:
         pre, model = manifest.preprocessing, manifest.model

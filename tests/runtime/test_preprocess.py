@@ -150,3 +150,50 @@ def test_only_the_documented_formats_are_opened_and_their_pixels_come_out_right(
     Image.new("L", (8, 8)).save(buf, format="PNG", pnginfo=text)
     with pytest.raises(InvalidInput, match="cannot be decoded as an image"):
         decode(buf.getvalue(), "text.png")
+
+
+def test_transparent_pixels_become_the_models_background_not_their_hidden_colour(arts, fmnist):
+    """Issue 35, item 9: a cutout is composited on the background the model was trained on (Fashion-MNIST's black,
+    after any inversion), whatever colour its transparent pixels hold, in every mode Pillow writes alpha in."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from runtime.preprocess import to_source
+
+    img = fmnist.test.images[0].numpy()
+    mask = img > 0  # the garment; Fashion-MNIST's background is exactly 0
+    alpha = np.where(mask, 255, 0).astype(np.uint8)
+
+    def png(gray: np.ndarray, hidden: int, mode: str) -> bytes:
+        color = np.where(mask, gray, hidden).astype(np.uint8)
+        im = Image.fromarray(np.dstack([color, color, color, alpha]), "RGBA")
+        buf = io.BytesIO()
+        (im.convert("LA") if mode == "LA" else im).save(buf, format="PNG" if mode != "WEBP" else "WEBP",
+                                                        **({"lossless": True} if mode == "WEBP" else {}))
+        return buf.getvalue()
+
+    for mode in ("RGBA", "LA", "WEBP"):
+        for hidden in (255, 128):  # white or grey under the transparent pixels: neither may reach the model
+            assert np.array_equal(to_source(decode(png(img, hidden, mode)), arts.spec, "no"), img), (mode, hidden)
+        # a garment cut out of a product photo (Fashion-MNIST's images are inverted product photos): auto judges it
+        # on a white page, inverts it, and its background still comes out black
+        assert np.array_equal(to_source(decode(png(255 - img, 255, mode)), arts.spec, "auto"), img), mode
+        assert np.array_equal(to_source(decode(png(255 - img, 0, mode)), arts.spec, "yes"), img), mode
+    # a palette PNG with a transparent index
+    pal = Image.fromarray(np.where(mask, img, 255).astype(np.uint8), "L").convert("P")
+    pal.info["transparency"] = pal.getpixel((0, 0))
+    buf = io.BytesIO()
+    pal.save(buf, format="PNG", transparency=pal.getpixel((0, 0)))
+    assert (to_source(decode(buf.getvalue()), arts.spec, "no")[~mask] == 0).all()
+    # half transparency blends; an RGB model's background is its mean colour (zero after normalisation)
+    half = Image.new("RGBA", (28, 28), (255, 255, 255, 128))
+    buf = io.BytesIO()
+    half.save(buf, format="PNG")
+    assert (to_source(decode(buf.getvalue()), arts.spec, "no") == 128).all()
+    rgb = dataclasses.replace(arts.spec, channels=3, mean=(0.5, 0.25, 0.0), std=(0.2, 0.2, 0.2))
+    clear = Image.new("RGBA", (28, 28), (255, 255, 255, 0))
+    buf = io.BytesIO()
+    clear.save(buf, format="PNG")
+    assert (to_source(decode(buf.getvalue(), channels=3), rgb, "no") == np.array([128, 64, 0])).all()
