@@ -110,7 +110,7 @@ def stop(proc: subprocess.Popen) -> None:
 def loadtest(http: int, grpc: int, pid: int, protocol: str, levels: str, duration: str) -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [*PY, "loadtest", f"http://127.0.0.1:{http}", "--concurrency", levels, "--duration", duration,
-               "--server-pid", str(pid), "--json", f.name]
+               "--server-pid", str(pid), "--json", f.name, "--model", "resnet18"]
         cmd += {"json": ["--json-payload"], "binary": ["--binary"],
                 "grpc": ["--protocol", "grpc", "--grpc-url", f"127.0.0.1:{grpc}"]}[protocol]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

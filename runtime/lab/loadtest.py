@@ -280,7 +280,13 @@ async def _get(url: str, method: str, path: str, auth: dict[str, str], body: byt
 async def _metadata(url: str, model: str | None, auth: dict[str, str]) -> dict:
     """The model's metadata; without a name, the one model the server's repository index lists."""
     if model is None:
-        index = await _get(url, "POST", "/v2/repository/index", auth)
+        try:
+            index = await _get(url, "POST", "/v2/repository/index", auth)
+        except InvalidInput as exc:
+            if "answered 404" not in str(exc):
+                raise
+            raise InvalidInput(f"{url} has no model repository index (a KServe server has none); pass --model "
+                               "NAME.") from None
         names = [m.get("name") for m in index if isinstance(m, dict)] if isinstance(index, list) else []
         if len(names) != 1:
             raise InvalidInput(f"{url} serves {len(names)} models ({', '.join(map(str, names))}); pass --model NAME.")
