@@ -8,7 +8,7 @@ ARTIFACTS ?= artifacts
 TORCH_VERSION ?= 2.13.0
 PORT ?= 8000
 
-.PHONY: setup data train export parity bench serve test lint gpu-check arm-check clean help
+.PHONY: setup data vulkan train export parity bench serve test lint gpu-check arm-check clean help
 
 help:
 	@echo "make export   train (if no $(CKPT)) and export verified ONNX artifacts to $(ARTIFACTS)/"
@@ -20,7 +20,7 @@ help:
 	@echo "make arm-check  golden-set parity of the torch-free formats in an emulated aarch64 Debian"
 	@echo "make gpu-check  GPU tests, AOTI export, parity and bench on CUDA (needs a GPU; DEVICE=cpu rehearses)"
 
-setup: $(STAMP) data
+setup: $(STAMP) data vulkan
 
 # torch first and pinned: an unpinned 'torch' pulls a multi-GB CUDA build. 2.13.0 is the
 # CPU wheel on this project's machines; elsewhere fall back to PyTorch's CPU index. The rest is
@@ -51,6 +51,20 @@ data: $(STAMP)
 	  echo "Fashion-MNIST is missing. Install it with 'apt-get install dataset-fashion-mnist', or put"; \
 	  echo "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and"; \
 	  echo "t10k-labels-idx1-ubyte.gz in ./data/fashion-mnist/ (or set FASHION_MNIST_DIR=DIR)."; }
+
+# A Vulkan device for ncnn's GPU path: Mesa's llvmpipe (a conformant Vulkan driver on the CPU) where apt is
+# available and no device is found; its parity means something, its timings do not. Best effort: without it the
+# Vulkan tests are skipped with the reason.
+vulkan: $(STAMP)
+	@$(BIN)/python -c "from runtime.vulkan import devices; devices()" 2>/dev/null && exit 0; \
+	SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if command -v apt-get >/dev/null; then \
+	  echo "installing the Vulkan loader and Mesa's Vulkan drivers (libvulkan1, mesa-vulkan-drivers)"; \
+	  { $$SUDO apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libvulkan1 mesa-vulkan-drivers >/dev/null; }; } || true; \
+	fi; \
+	$(BIN)/python -c "from runtime.vulkan import devices; print('Vulkan:', '; '.join(d.describe() for d in devices()))" \
+	  2>/dev/null || echo "No Vulkan device here: the Vulkan tests will be skipped (apt-get install libvulkan1 mesa-vulkan-drivers)."
 
 $(CKPT):
 	$(MAKE) train

@@ -54,6 +54,9 @@ def export_cmd(
                                      "'onnx': none.")] = "all",
     int8_quantizer: Annotated[str, Opt(help="OpenVINO IR INT8 from our QDQ ONNX (ort), from NNCF (nncf), or both "
                                             "with the held-out split choosing (auto).")] = "auto",
+    vulkan: Annotated[bool, Opt("--vulkan/--no-vulkan",
+                                help="Check the ncnn files on Vulkan device 0 too, where one is here (a software "
+                                     "device on its first 300 evaluation images), and record the device.")] = True,
 ) -> None:
     """Fold BN, export ONNX FP32/FP16/INT8, the edge formats (and TensorRT engines), verify each on the test set,
     write the manifest."""
@@ -77,13 +80,23 @@ def export_cmd(
                        trt_profile=Profile(mn, op, mx).validate(), workspace_mb=workspace_mb, trt_rtx=trt_rtx,
                        rtx_capabilities=parse_capabilities(trt_rtx_cc),
                        triton_repo=triton_repo, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
-                       data_dir=data_dir, data=data, formats=parse_formats(formats), int8_quantizer=int8_quantizer)
+                       data_dir=data_dir, data=data, formats=parse_formats(formats), int8_quantizer=int8_quantizer,
+                       vulkan=vulkan)
     previous = {sig: signal.signal(sig, interrupt_on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         manifest = run_export(cfg, console)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    for a in manifest.artifacts:
+        check = a.details.get("vulkan") if isinstance(a.details, dict) else None
+        if check and check.get("checked"):
+            p, dev = check["parity"], check["device"]
+            verdict = "[green]pass[/]" if check["passed"] else f"[red]FAIL[/] {'; '.join(p['failures'])}"
+            console.print(f"{a.path} on Vulkan ({dev['name']}, {dev['kind']}): {check['images']} images, max rel "
+                          f"{p['max_rel']:.2e}, top-1 agreement {p['top1_agreement']:.2%}: {verdict}", highlight=False)
+        elif check:
+            console.print(f"{a.path}: not checked on Vulkan: {check['reason']}", highlight=False)
     built = sum(a.status == "built" for a in manifest.artifacts)
     also = f", {built} built and checked without running them" if built else ""
     console.print(f"[bold green]{len(manifest.artifacts) - built} artifacts verified[/]{also}; manifest: "

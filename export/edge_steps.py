@@ -86,8 +86,37 @@ def ncnn(precision: str) -> Callable:
         details, seconds = timed(builder.build, b.src.folded, out, chw=b.src.chw, precision=precision)
         x = b.src.heldout_x if len(b.src.heldout_x) else b.src.calib_x  # export loads a few for this at least
         details.update(builder.winograd_decision(out, precision, b.src.spec(), x[:builder.WINOGRAD_IMAGES]))
+        if getattr(b.cfg, "vulkan", True):
+            details["vulkan"] = vulkan_check(b, out, precision)
         verify(b, "ncnn", out, precision, seconds, details, sidecar=weights_path(out).name)
     return step
+
+
+VULKAN_SOFTWARE_IMAGES = 300  # a software device (llvmpipe) runs ~30 ms an image: a sample of the evaluation images
+
+
+def vulkan_check(b, path: Path, precision: str) -> dict[str, Any]:
+    """The ncnn file on Vulkan device 0 where one is here, held to the same tolerance row as on the CPU: on every
+    evaluation image for a GPU, on the first 300 for a software device (whose timings mean nothing, but whose
+    compute shaders are real). The row's own result stays the CPU's; this records the device, its driver and
+    what the device computed (or why nothing was run)."""
+    from runtime import vulkan
+    from runtime.isolated import run_isolated
+    from runtime.tolerances import compare
+
+    reason = vulkan.unavailable_reason()
+    if reason:
+        return {"checked": False, "reason": reason}
+    dev = vulkan.device(0)
+    if precision == "fp16" and not dev.fp16_storage:
+        return {"checked": False, "device": dev.record(), "reason": f"{dev.describe()} has no fp16 storage"}
+    n = min(len(b.src.test_x), VULKAN_SOFTWARE_IMAGES) if dev.software else len(b.src.test_x)
+    out, seconds = timed(run_isolated, "ncnn", path, precision, b.src.spec(), b.src.test_x[:n],
+                         max_batch=b.cfg.max_batch_size, options={"device": "vulkan", "gpu_index": dev.index})
+    result = compare(b.src.ref[:n], out, precision, b.src.labels[:n])
+    return {"checked": True, "device": dev.record(), "images": n, "seconds": round(seconds, 3),
+            "passed": bool(result), "parity": result.to_dict(),
+            "kept": "the CPU result" + (" (a software device)" if dev.software else "")}
 
 
 def executorch(precision: str) -> Callable:

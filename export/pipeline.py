@@ -66,6 +66,7 @@ class ExportConfig:
     heldout_size: int = 2000  # training images, disjoint from calibration, that decide optional variants
     formats: tuple[str, ...] | None = None  # edge formats to build (None: every one whose converter is installed)
     int8_quantizer: str = "auto"  # OpenVINO IR INT8: ort | nncf | auto (the held-out split chooses)
+    vulkan: bool = True  # ncnn files also checked on Vulkan device 0 where one is here (export.edge_steps.vulkan_check)
 
 
 def _check_output_dir(out: Path) -> None:

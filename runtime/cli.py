@@ -46,7 +46,9 @@ def parity_cmd(
     limit: Annotated[Optional[int], Opt(help="Use the first N test images (default all 10,000).")] = None,
     random: Annotated[int, Opt(help="Random inputs compared as well.")] = 256,
     precision: Annotated[str, Opt(help="Comma-separated precisions (fp32,fp16,bf16,int8), or all.")] = "all",
-    device: Annotated[str, Opt(help="cpu or cuda for the torch and onnxruntime backends.")] = "cpu",
+    device: Annotated[str, Opt(help="cpu; cuda for the torch and onnxruntime backends; vulkan for ncnn's compute "
+                                    "shaders on a Vulkan GPU.")] = "cpu",
+    gpu_index: Annotated[int, Opt(help="Which Vulkan device, with --device vulkan.")] = 0,
     json_out: Annotated[Optional[Path], Opt("--json", help="Write the report as JSON here.")] = None,
     data_dir: Annotated[Optional[Path], Opt(help="Directory with the Fashion-MNIST IDX files.")] = None,
     reference: Annotated[str, Opt(help="golden: the golden set in ARTIFACTS_DIR (no torch needed); pytorch: "
@@ -62,13 +64,15 @@ def parity_cmd(
     from runtime.parity import choose_reference, parity_json, parity_table, run_parity
     from runtime.spec import load_artifacts
     from runtime.variants import parse_backends, plan, runtime_defaults
+    from runtime.vulkan import check_device
 
     arts = load_artifacts(artifacts_dir)
     wanted = set(parse_precisions(precision)) or None
+    check_device(device)
     with _progress() as bar:
         task = bar.add_task("reference run")
         ref = choose_reference(arts, use=reference, limit=limit, data_dir=data_dir)
-        variants, skipped = plan(arts, parse_backends(backend), device=device,
+        variants, skipped = plan(arts, parse_backends(backend), device=device, gpu_index=gpu_index,
                                  precisions=wanted)
         variants += runtime_defaults(variants)  # beside the pinned settings: what the runtime's defaults give here
         if save_outputs:
@@ -77,6 +81,13 @@ def parity_cmd(
                             progress=lambda label: bar.update(task, description=f"parity: {label}"))
     report.skipped = skipped
     console.print(parity_table(report))
+    if device == "vulkan":
+        from runtime.vulkan import device as vulkan_device
+
+        dev = vulkan_device(gpu_index)
+        console.print(f"on {escape(dev.describe())}, driver {dev.driver_version}"
+                      + (": a software device (parity means something, timings do not)" if dev.software else ""),
+                      highlight=False)
     for line in skipped:
         console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
     if json_out:

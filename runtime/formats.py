@@ -102,8 +102,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
                     "runs in fp16 on x86"},
            label="LiteRT", own_defaults=True,  # LiteRT has no INT8 default of its own: held against the strongest
            held_against={"fp32": "peer: LiteRT defaults", "int8": "peer: OpenVINO + NNCF INT8"}),
-    Format("ncnn", ".ncnn.param", (FP32, FP16), ("cpu",), "export.ncnn", ("ncnn",), None, "ncnn", False,
-           "ncnn (.ncnn.param + .ncnn.bin) from pnnx, FP32 and FP16 storage",
+    Format("ncnn", ".ncnn.param", (FP32, FP16), ("cpu", "vulkan"), "export.ncnn", ("ncnn",), None, "ncnn", False,
+           "ncnn (.ncnn.param + .ncnn.bin) from pnnx, FP32 and FP16 storage; on the CPU, or on any Vulkan GPU "
+           "(`--device vulkan`: phones, Raspberry Pi, Mali boards, NVIDIA/AMD drivers)",
            {"int8": "ncnn INT8 needs ncnn's ncnn2table and ncnn2int8 tools, which neither the ncnn nor the pnnx wheel "
                     "ships, and pnnx writes no int8 models"},
            label="ncnn", verify_apart=True, own_defaults=True,
@@ -137,6 +138,16 @@ EXPORT_PRECISIONS = tuple(p.value for p in FORMATS["onnx"].precisions)
 
 def install_hint(extra: str, package: str = "") -> str:
     return f"pip install 'resnet-edge[{extra}]'" if extra else f"pip install {package or 'resnet-edge'}"
+
+
+def runs_on(fmt: str, device: str) -> bool:
+    """Whether artifacts of ``fmt`` run on ``device`` (cpu, cuda or cuda:N, vulkan) by the table's ``devices``."""
+    row = FORMATS.get(fmt)
+    return row is not None and device.split(":")[0] in row.devices
+
+
+def formats_on(device: str) -> tuple[str, ...]:
+    return tuple(f.name for f in FORMATS.values() if runs_on(f.name, device))
 
 
 def backends_for(fmt: str) -> tuple[str, ...]:

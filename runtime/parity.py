@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,8 @@ def run_parity(arts: Artifacts, variants: list[Variant], ref: Reference, *, n_ra
         t0 = time.perf_counter()
         with v.create(arts, max_batch=batch, buckets=(batch,)) as backend:  # a short last batch is padded
             real = compare(ref.logits, run_batched(backend.infer, ref.x, batch), v.precision, ref.labels)
+            if getattr(backend, "fell_back", False):  # right numbers, but not from the device asked for
+                real = dataclasses.replace(real, failures=(*real.failures, f"fell back to the CPU ({backend.describe()})"))
             # Random inputs have no labels and near-tied logits: gate only the float paths' relative error.
             rand = compare(ref_rand, run_batched(backend.infer, rand_x, batch), v.precision, gate_top1=False) \
                 if n_random else None

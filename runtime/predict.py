@@ -119,16 +119,18 @@ class Predictor:
 
 
 def load(artifacts: str | Path = "artifacts", backend: str = "auto", precision: str = "fp32", *, threads: int = 0,
-         max_batch: int = 64) -> Predictor:
+         max_batch: int = 64, device: str = "cpu", gpu_index: int = 0) -> Predictor:
     """Verified artifacts -> a loaded :class:`Predictor`. ``backend``: auto (the fastest variant here that
     passes parity against the golden set or the reference program), onnxruntime, openvino, torch or tensorrt;
-    ``precision`` (fp32, fp16, bf16, int8, int8-cpu) applies to an explicit backend."""
+    ``precision`` (fp32, fp16, bf16, int8, int8-cpu) applies to an explicit backend; ``device="vulkan"`` runs ncnn
+    on Vulkan device ``gpu_index``."""
     from runtime.select import choose_variant
 
     if not 1 <= max_batch <= 4096:
         raise InvalidInput("max_batch must be in 1..4096.")
     arts = load_artifacts(artifacts)
-    choice = SimpleNamespace(backend=backend, precision=precision, threads=threads, max_batch_size=max_batch)
+    choice = SimpleNamespace(backend=backend, precision=precision, threads=threads, max_batch_size=max_batch,
+                             device=device, gpu_index=gpu_index)
     return Predictor(arts, choose_variant(arts, choice), max_batch=max_batch)
 
 

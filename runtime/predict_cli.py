@@ -94,6 +94,8 @@ def predict_cmd(
     invert: Annotated[str, Opt(help="Invert images to light-on-dark: auto (judged from the border), yes or no.")] = "auto",
     batch_size: Annotated[int, Opt(help="Images per inference call.")] = 64,
     threads: Annotated[int, Opt(help="Backend threads (0: library default).")] = 0,
+    device: Annotated[str, Opt(help="cpu, or vulkan: ncnn's compute shaders on a Vulkan GPU.")] = "cpu",
+    gpu_index: Annotated[int, Opt(help="Which Vulkan device, with --device vulkan.")] = 0,
 ) -> None:
     """Classify image files with the exported model; prints a table and exits 1 if any file failed."""
     from resnet_edge.atomic import atomic_write_text
@@ -111,7 +113,8 @@ def predict_cmd(
         err.print(f"[red]error:[/] {escape(why)}", highlight=False)
     if not files:
         raise InvalidInput("Nothing to classify: no image files among the paths given.")
-    predictor = load(artifacts_dir, backend, precision, threads=threads, max_batch=batch_size)
+    predictor = load(artifacts_dir, backend, precision, threads=threads, max_batch=batch_size, device=device,
+                     gpu_index=gpu_index)
     if not 1 <= k <= predictor.spec.num_classes:
         raise InvalidInput(f"-k must be in 1..{predictor.spec.num_classes}.")
     results: list[tuple[Path, list]] = []

@@ -22,6 +22,8 @@ class Choice(Protocol):
     precision: str
     threads: int
     max_batch_size: int
+    device: str  # cpu, or vulkan (ncnn's compute shaders; ``gpu_index`` picks the device)
+    gpu_index: int
 
 
 def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
@@ -31,7 +33,7 @@ def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
     if cfg.backend == "auto":
         return auto_variant(arts, cfg)
     names = parse_backends(cfg.backend)
-    variants, skipped = plan(arts, names, threads=cfg.threads)
+    variants, skipped = plan(arts, names, threads=cfg.threads, device=_device(cfg), gpu_index=_gpu_index(cfg))
     for v in variants:
         if v.tag == cfg.precision:
             return v
@@ -39,6 +41,16 @@ def choose_variant(arts: Artifacts, cfg: Choice) -> Variant:
         raise MissingDependency(skipped[0])
     have = ", ".join(sorted({v.tag for v in variants}))
     raise InvalidInput(f"The {cfg.backend} backend has no '{cfg.precision}' variant here; choose from {have}.")
+
+
+def _device(cfg: Choice) -> str:
+    from runtime.vulkan import check_device
+
+    return check_device(getattr(cfg, "device", "cpu") or "cpu")
+
+
+def _gpu_index(cfg: Choice) -> int:
+    return int(getattr(cfg, "gpu_index", 0) or 0)
 
 
 def time_calls(fn, *, warmup_s: float, duration_s: float, iterations: int | None) -> np.ndarray:
@@ -70,7 +82,7 @@ def auto_variant(arts: Artifacts, cfg: Choice) -> Variant:
     same choice as checking them all first, at the cost of one or two parity runs instead of one per variant."""
     from runtime.parity import choose_reference, run_parity
 
-    variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads)
+    variants, _ = plan(arts, parse_backends("all"), threads=cfg.threads, device=_device(cfg), gpu_index=_gpu_index(cfg))
     variants = [v for v in variants if v.backend != "torch"] or variants  # torch is never the fastest on CPU
     ref = choose_reference(arts, limit=1000)
     batch = np.ascontiguousarray(ref.x[: min(8, cfg.max_batch_size)])

@@ -52,6 +52,9 @@ def serve_cmd(
                                            "to a loopback address (others get 421: DNS rebinding); comma-separated, "
                                            "'*' for any. On another address: if given, only these.")] = "",
     threads: Annotated[int, Opt(help="Backend threads (0: library default).")] = 0,
+    device: Annotated[str, Opt(help="cpu, or vulkan: ncnn's compute shaders on a Vulkan GPU (a server that cannot "
+                                    "use the device does not start, and says why).")] = "cpu",
+    gpu_index: Annotated[int, Opt(help="Which Vulkan device, with --device vulkan.")] = 0,
     log_level: Annotated[str, Opt(help="debug logs one JSON line per request; errors are always logged.")] = "info",
     probe_lane: Annotated[bool, Opt("--probe-lane/--no-probe-lane",
                                     help="Answer GET /v2/health/* in the HTTP protocol, ahead of queued requests "
@@ -80,7 +83,8 @@ def serve_cmd(
         max_buffer_mb=max_buffer_mb, max_connections=max_connections, api_key=api_key,
         drain_timeout_s=_seconds(drain_timeout), head_timeout_s=_seconds(head_timeout),
         idle_timeout_s=_seconds(idle_timeout), max_url_kb=max_url_kb, max_header_kb=max_header_kb,
-        allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()), threads=threads,
+        allowed_hosts=tuple(h for h in allowed_hosts.split(",") if h.strip()), threads=threads, device=device,
+        gpu_index=gpu_index,
         log_level=log_level, probe_lane=probe_lane, deliver_slice=deliver_slice)))
 
 

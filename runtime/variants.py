@@ -9,7 +9,7 @@ from typing import Any
 from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.backends.base import Backend
-from runtime.formats import backends_for
+from runtime.formats import FORMATS, backends_for, formats_on, runs_on
 from runtime.spec import Artifact, Artifacts
 
 
@@ -61,20 +61,40 @@ def parse_backends(text: str) -> list[str]:
     return names
 
 
+def on_device(names: list[str], device: str, gpu_index: int = 0) -> tuple[list[str], list[str]]:
+    """For a device only some formats run on (vulkan): the backends of those formats, and a line for the rest; a
+    Vulkan run where no Vulkan device is to be had is one sentence (``runtime.vulkan``)."""
+    if device != "vulkan":
+        return names, []
+    from runtime import vulkan
+
+    vulkan.device(gpu_index)  # no loader, no device, an index out of range: one sentence
+    formats = formats_on(device)
+    able = {b for f in formats for b in FORMATS[f].backends}
+    kept = [n for n in names if n in able]
+    if not kept:
+        raise InvalidInput(f"{', '.join(names)} cannot run on Vulkan; on Vulkan the formats table runs "
+                           f"{', '.join(formats)} (--backend {','.join(sorted(able))}).")
+    dropped = [n for n in names if n not in able]
+    return kept, ([f"on Vulkan only {', '.join(formats)} runs (the formats table): not {', '.join(dropped)}."]
+                  if dropped and len(names) < len(backends.REGISTRY) else [])
+
+
 def plan(arts: Artifacts, names: list[str], *, device: str = "cpu", precisions: set[str] | None = None, threads: int = 0,
-         extra: tuple[list[Variant], list[str]] | None = None) -> tuple[list[Variant], list[str]]:
+         extra: tuple[list[Variant], list[str]] | None = None, gpu_index: int = 0) -> tuple[list[Variant], list[str]]:
     """Variants to run, and one line for each backend that cannot run here: every artifact on every backend the
-    formats table says runs it. ``extra`` (variants, skip lines) joins the plan under the same precision filter:
-    bench's peers (``runtime.lab.peers.peer_variants``)."""
+    formats table says runs it (on ``device`` where only some formats run there: vulkan). ``extra`` (variants,
+    skip lines) joins the plan under the same precision filter: bench's peers (``runtime.lab.peers.peer_variants``)."""
     variants: list[Variant] = []
-    skipped = []
+    names, skipped = on_device(names, device, gpu_index)
     for name in names:
         reason = backends.unavailable_reason(name)
         if reason:
             skipped.append(reason)
             continue
         found = [v for art in arts.items if name in backends_for(art.format)
-                 for v in _artifact_variants(name, art, device, threads)]
+                 and (device != "vulkan" or runs_on(art.format, device))
+                 for v in _artifact_variants(name, art, device, threads, gpu_index, skipped)]
         if name == "torch" and not found:
             skipped.append(f"The torch backend runs the torch.export programs that export writes, and {arts.root} "
                            "has none (it was exported by an older resnet-edge); re-export it.")
@@ -91,9 +111,20 @@ def plan(arts: Artifacts, names: list[str], *, device: str = "cpu", precisions: 
     return variants, skipped
 
 
-def _artifact_variants(name: str, art: Artifact, device: str, threads: int) -> list[Variant]:
+def _artifact_variants(name: str, art: Artifact, device: str, threads: int, gpu_index: int = 0,
+                       skipped: list[str] | None = None) -> list[Variant]:
     """The variants backend ``name`` runs one artifact as: its own options for the device asked for."""
     common = {"artifact": art, "target": art.target}
+    if device == "vulkan":  # only ncnn's rows run there (the formats table)
+        from runtime import vulkan
+
+        dev = vulkan.device(gpu_index)
+        if art.precision == "fp16" and not dev.fp16_storage:
+            if skipped is not None:
+                skipped.append(f"{dev.describe()} has no fp16 storage: the fp16 ncnn file is not run on it.")
+            return []
+        return [Variant(name, art.path, art.precision, f"{name} {art.tag} vulkan:{gpu_index}",
+                        {"threads": threads, "device": "vulkan", "gpu_index": gpu_index}, **common)]
     if name == "onnxruntime":
         providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
         return [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"providers": providers, "threads": threads},

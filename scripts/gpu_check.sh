@@ -4,7 +4,7 @@
 #   28     the quick checkpoint at 28 px (carried in $CKPT, else trained here on the GPU: 35 s on an H200); export
 #          with AOTInductor packages (fp16, bf16, fp32; their build times land in the manifest: 132 s in all, 81 s of
 #          it the first package's cold compile); parity of every variant on the GPU over the 10,000 test images
-#          (60 s); bench at batches 1, 8 and 64 against PyTorch eager and torch.compile max-autotune fp16 (which
+#          (60 s); ncnn's Vulkan path where the driver exposes Vulkan; bench at batches 1, 8 and 64 against PyTorch eager and torch.compile max-autotune fp16 (which
 #          compiles for about 30 s per batch size), end-to-end and compute-only
 #   tests  every test marked `gpu` (CUDA training, one-process NCCL DDP, the torch CUDA backend with graphs, an AOTI
 #          CUDA package, TensorRT where installed) on stage 28's checkpoint and export when they are there (116 s)
@@ -12,7 +12,7 @@
 # All three take about 11 minutes on an H200, more than one device call or the 8-minute budget: on a lease, run
 # STAGES=28 and then STAGES="tests 96" on the same warm machine (build/ stays between calls). Each step runs inside
 # what is left of the deadline; one that cannot fit is skipped and logged.
-# What comes back lands in $OUT, at most 8 files: bench28/bench96 (JSON, PNG), parity28.json, gpu-check.log
+# What comes back lands in $OUT, at most 9 files: bench28/bench96 (JSON, PNG), parity28.json, vulkan28.json, gpu-check.log
 # (everything printed) and results.tar.gz (CSV, every step's output, manifests and sidecars).
 # DEVICE=cpu rehearses stages 28 and 96 on a machine without a GPU.
 set -uo pipefail
@@ -50,7 +50,7 @@ run() {
 
 pack() {
   step "packing"
-  for f in bench28.json bench28.png bench96.json bench96.png parity28.json; do
+  for f in bench28.json bench28.png bench96.json bench96.png parity28.json vulkan28.json; do
     [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/"
   done
   (cd "$WORK" && tar czf "$OUT/results.tar.gz" --exclude='*.onnx' --exclude='*.pt2' --exclude='*.pt' \
@@ -92,6 +92,9 @@ if [[ $STAGES == *" 28 "* ]]; then
   [ -f "$CKPT" ] || run train28 30 0 "${CLI[@]}" train --preset quick --device "$DEVICE" --out "$WORK/ckpt28" || exit
   run export28 60 0 "${CLI[@]}" export "$CKPT" --out "$WORK/art28" --aoti --no-cpu-int8 --calib-size 256 || exit
   run parity28 20 0 "${CLI[@]}" parity "$WORK/art28" --device "$DEVICE" --json "$WORK/parity28.json"
+  # ncnn's Vulkan path on this GPU where its driver exposes Vulkan (it says so when it does not): parity of the fp32
+  # and fp16 files on 1,000 test images, and images/s with 1, 2 and 4 extractors in flight
+  run vulkan28 15 0 "$PY" scripts/vulkan_check.py "$WORK/art28" --json "$WORK/vulkan28.json"
   # the torch.compile max-autotune fp16 peer compiles for about 30 s per batch size (H200), reported apart
   run bench28 60 0 "${CLI[@]}" "${BENCH[@]}" --batch 1,8,64 --compile-peer fp16 "$WORK/art28" \
     --json "$WORK/bench28.json" --csv "$WORK/bench28.csv" --plot "$WORK/bench28.png"

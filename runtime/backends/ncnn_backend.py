@@ -4,6 +4,10 @@ ncnn runs one image per extractor (its blobs have no batch dimension), so a batc
 one ``Net``. Precision is the net's options: fp32 turns every reduced-precision path off (ncnn otherwise picks
 fp16 or bf16 storage by itself where the CPU has it); fp16 is fp16 storage and packing, with fp32 arithmetic.
 
+``device="vulkan"`` (with ``gpu_index``) runs the net's compute shaders on a Vulkan device (``runtime.vulkan``):
+fp32 with every fp16 path off, fp16 with fp16 storage, packing and (where the device has it) arithmetic. ncnn
+falls back to the CPU without a word where the device cannot be used; ``fell_back`` says so after loading.
+
 ncnn's wheel carries its own OpenMP runtime (``ncnn.libs/libgomp-*.so``); a process that has imported PyTorch holds
 PyTorch's libgomp as well. Measured here (docs/measurements.md), both loaded at once give the same logits as an
 ncnn-only process, even with PyTorch computing in another thread; export still verifies ncnn files in a process
@@ -53,9 +57,12 @@ def blob_names(param: Path) -> tuple[str, str]:
 class NcnnBackend(Backend):
     """``source`` is the ``.ncnn.param`` file. Options: ``threads`` (0: every core), ``winograd`` (default on, as
     ncnn's; export records which is faster for the model in the row's ``details``), ``defaults`` (ncnn's own option
-    defaults, which choose fp16 storage where the CPU has it: the peer baseline)."""
+    defaults, which choose fp16 storage where the CPU has it: the peer baseline), ``device`` (``cpu`` or
+    ``vulkan``) and ``gpu_index``."""
 
     name = "ncnn"
+    vulkan = None  # the runtime.vulkan.VulkanDevice the net computes on, for device="vulkan"
+    fell_back = False  # asked for Vulkan, computed on the CPU
 
     def _load(self) -> None:
         import ncnn
@@ -69,7 +76,12 @@ class NcnnBackend(Backend):
         net = ncnn.Net()
         threads = int(self.options.get("threads") or 0) or os.cpu_count() or 1
         net.opt.num_threads = threads
-        if not self.options.get("defaults"):
+        device = self.options.get("device") or "cpu"
+        if device == "vulkan":
+            self._on_vulkan(net)
+        elif device != "cpu":
+            raise InvalidInput(f"ncnn runs on the CPU or on a Vulkan device, not on '{device}'.")
+        elif not self.options.get("defaults"):
             fp16 = self.precision == "fp16"
             net.opt.use_fp16_storage = fp16
             net.opt.use_fp16_packed = fp16
@@ -84,6 +96,23 @@ class NcnnBackend(Backend):
             why = next((line.strip() for line in said[0].splitlines() if line.strip()), "no reason given")
             raise ArtifactMismatch(f"The ncnn backend could not load {self.source.name} with {weights.name}: {why}.")
         self.net, self.ncnn = net, ncnn
+        self.fell_back = device == "vulkan" and (not net.opt.use_vulkan_compute or net.vulkan_device() is None)
+
+    def _on_vulkan(self, net) -> None:
+        """The net's options for a Vulkan device: one sentence where there is none, or no fp16 for an fp16 run."""
+        from runtime import vulkan
+
+        dev = vulkan.device(int(self.options.get("gpu_index") or 0))
+        fp16 = self.precision == "fp16"
+        if fp16 and not dev.fp16_storage:
+            raise InvalidInput(f"{dev.describe()} has no fp16 storage; run the fp32 file on it.")
+        net.opt.use_vulkan_compute = True
+        net.set_vulkan_device(dev.index)
+        net.opt.use_fp16_storage = net.opt.use_fp16_packed = fp16
+        net.opt.use_fp16_arithmetic = fp16 and dev.fp16_arithmetic
+        net.opt.use_bf16_storage = False
+        net.opt.use_winograd_convolution = False  # fp32 exact; at 28 px its tiles only add work (see below)
+        self.vulkan = dev
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         out = np.empty((batch.shape[0], self.spec.num_classes), np.float32)
@@ -97,6 +126,9 @@ class NcnnBackend(Backend):
         return out
 
     def describe(self) -> str:
+        if self.vulkan is not None:
+            where = "the CPU, having fallen back from " if self.fell_back else ""
+            return f"ncnn {self.precision} on {where}{self.vulkan.describe()}"
         return f"ncnn {self.precision} ({'defaults' if self.options.get('defaults') else 'explicit precision'})"
 
     @property

@@ -48,7 +48,9 @@ def bench_cmd(
     threads: Annotated[int, Opt(help="Threads per backend, peers included (0: each library's default).")] = 0,
     rounds: Annotated[int, Opt(help="Interleaved rounds: every variant takes a turn in each.")] = 5,
     accuracy_images: Annotated[int, Opt(help="Test images each variant classifies for its accuracy (0: skip).")] = 10_000,
-    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, Opt(help="cpu, cuda, or vulkan (ncnn on a Vulkan GPU; --peers: the same files on "
+                                    "ncnn's CPU path).")] = "cpu",
+    gpu_index: Annotated[int, Opt(help="Which Vulkan device, with --device vulkan.")] = 0,
     compile_peer: Annotated[str, Opt(help="On CUDA, precisions of the torch.compile max-autotune peers (comma-separated, "
                                           "or none): each compiles for minutes per batch size.")] = "fp16",
     json_out: Annotated[Optional[Path], Opt("--json", help="Write results as JSON.")] = None,
@@ -81,6 +83,9 @@ def bench_cmd(
         raise InvalidInput(f"--compile-peer takes fp32, fp16, bf16 or none, not '{compile_peer}'.")
     cfg = BenchConfig(batches=_ints(batch, "--batch"), warmup_s=_seconds(warmup), duration_s=_seconds(duration),
                       iterations=iterations, roofline=roofline, rounds=rounds, accuracy_images=accuracy_images)
+    from runtime.vulkan import check_device
+
+    check_device(device)
     arts = load_artifacts(artifacts_dir)
     if pareto_with is not None:
         return _pareto(arts, pareto_with, cfg, threads, data_dir, summary_dir)
@@ -94,10 +99,14 @@ def bench_cmd(
         calib = _peer_calibration(arts, data_dir) if int8_peers else None
         if int8_peers:
             bar.update(task, description="quantizing the INT8 peers")
-        extra = peer_variants(arts, threads=threads, calibration=calib, device=device,
-                              compile_precisions=compiled) if peers else None
+        if device == "vulkan":  # no other Vulkan runtime runs here: the peers are the same files on the CPU
+            int8_peers = False
+            extra = (_cpu_twins(arts, threads), []) if peers else None
+        else:
+            extra = peer_variants(arts, threads=threads, calibration=calib, device=device,
+                                  compile_precisions=compiled) if peers else None
         variants, skipped = plan(arts, parse_backends(backend), device=device, precisions=wanted,
-                                 threads=threads, extra=extra)
+                                 threads=threads, extra=extra, gpu_index=gpu_index)
         x, labels = eval_inputs(arts, max(accuracy_images, max(cfg.batches)), data_dir)
         result = run_bench(arts, variants, cfg, x, labelled=(x, labels),
                            progress=lambda d: bar.update(task, description=f"bench: {d}"))
@@ -105,6 +114,12 @@ def bench_cmd(
             rows = _summary_rows(arts, variants, result, lambda d: bar.update(task, description=f"parity: {d}"))
     result.skipped = skipped
     console.print(bench_table(result))
+    if device == "vulkan":
+        from runtime.vulkan import device as vulkan_device
+
+        dev = vulkan_device(gpu_index)
+        console.print(f"on {escape(dev.describe())}" + (": a software device, whose timings mean nothing about a GPU"
+                                                        if dev.software else ""), highlight=False)
     sp = speedup_table(result)
     if sp is not None:
         console.print(sp)
@@ -237,3 +252,13 @@ def loadtest_cmd(
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench_cmd)
     app.command("loadtest")(loadtest_cmd)
+
+
+def _cpu_twins(arts, threads: int) -> list:
+    """The ncnn files on ncnn's CPU path, as the peers of a Vulkan bench."""
+    import dataclasses
+
+    from runtime.variants import plan
+
+    found, _ = plan(arts, ["ncnn"], device="cpu", threads=threads)
+    return [dataclasses.replace(v, label=f"peer: {v.label} cpu", peer=True) for v in found]

@@ -54,6 +54,8 @@ class ServeConfig:
     api_key: str | None = None  # prefer RESNET_EDGE_API_KEY: a flag shows in ps
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the loopback ones (bound to loopback); "*": any
     threads: int = 0
+    device: str = "cpu"  # or vulkan: ncnn on Vulkan device gpu_index
+    gpu_index: int = 0
     drain_timeout_s: float = 30.0
     log_level: str = "info"
     probe_lane: bool = True  # health probes answered by the HTTP protocol itself (runtime.serving.probes)
@@ -187,6 +189,8 @@ async def _load(predictor: Predictor, state: ServerState, arts: Artifacts) -> No
     try:
         backend = predictor.backend
         await loop.run_in_executor(None, predictor.load)
+        if getattr(backend, "fell_back", False):
+            raise InvalidInput(f"{backend.describe()}: the device asked for is not used, so the server does not start.")
         # Every shape the backend will ever run is compiled (static backends do so in load) and run once.
         for n in backend.buckets if backend.static_shapes else sorted({1, state.max_batch_size}):
             await loop.run_in_executor(None, backend.infer, np.zeros((n, *arts.spec.chw), np.float32))

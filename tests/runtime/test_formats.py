@@ -11,13 +11,14 @@ import pytest
 from resnet_edge.errors import InvalidInput
 from runtime.contract import Precision
 from runtime.formats import BACKENDS, EXPORT_PRECISIONS, FORMATS, markdown_table, parse_precisions
+from runtime.vulkan import DEVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_row_names_modules_that_exist():
     for fmt in FORMATS.values():
-        assert fmt.suffix.startswith(".") and fmt.precisions and set(fmt.devices) <= {"cpu", "cuda"}
+        assert fmt.suffix.startswith(".") and fmt.precisions and set(fmt.devices) <= set(DEVICES)
         assert importlib.util.find_spec(fmt.builder) is not None, fmt.builder
         for name in fmt.backends:
             assert name in BACKENDS, (fmt.name, name)
@@ -60,3 +61,12 @@ def test_the_readme_formats_table_is_the_table():
     block = re.search(r"<!-- formats-table:[^>]*-->\n(.*?)\n<!-- end formats-table -->", readme, re.S)
     assert block, "README.md lost its generated formats table"
     assert block[1] == markdown_table(), "README's formats table is stale: paste runtime.formats.markdown_table()"
+
+
+def test_where_a_format_runs_drives_what_a_device_plans(arts):
+    """The table's ``devices`` decide what runs on Vulkan: ncnn's rows and nothing else."""
+    from runtime.formats import formats_on, runs_on
+    from runtime.variants import on_device
+
+    assert formats_on("vulkan") == ("ncnn",) and runs_on("onnx", "cuda:1") and not runs_on("onnx", "vulkan")
+    assert on_device(["onnxruntime", "ncnn"], "cpu") == (["onnxruntime", "ncnn"], [])
