@@ -11,6 +11,7 @@ so that the GPU check goes on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -70,16 +71,20 @@ def main() -> int:
             report["devices"].append({"device": dev.record(), "skipped": [str(exc)], "parity": []})
             continue
         rows = run_parity(arts, variants, ref, n_random=0).rows
+        half = [dataclasses.replace(v, label=f"{v.label} + fp16 arithmetic", options={**v.options, "fp16_arithmetic": True})
+                for v in variants if v.precision == "fp16" and dev.fp16_arithmetic]
+        measured = run_parity(arts, half, ref, n_random=0).rows if half else []  # reported, not the default
         fp32 = next(v for v in variants if v.precision == "fp32")
         with fp32.create(arts, max_batch=64) as backend:
             rates = in_flight(backend, np.ascontiguousarray(ref.x[:64]))
         entry = {"device": dev.record(), "skipped": skipped, "parity": [r.to_dict() for r in rows],
+                 "fp16_arithmetic": [r.to_dict() for r in measured],
                  "images_per_s_by_extractors_in_flight": rates,
                  "timings_mean_nothing": dev.software}
         report["devices"].append(entry)
         print(f"{dev.describe()}, driver {dev.driver_version}" + (" (software: timings mean nothing)" if dev.software
                                                                    else ""))
-        for r in rows:
+        for r in rows + measured:
             print(f"  {r.variant}: {r.real.n} images, max rel {r.real.max_rel:.2e}, top-1 agreement "
                   f"{r.real.top1_agreement:.2%}, accuracy {r.real.accuracy:.2%} (reference {r.real.ref_accuracy:.2%}),"
                   f" {'pass' if r.passed else 'FAIL ' + '; '.join(r.real.failures)}")
