@@ -60,28 +60,18 @@ def winograd_decision(param: Path, precision: str, spec, images) -> dict[str, An
     """Whether ncnn runs this model faster with winograd convolution on or off: median per-image latency over
     interleaved rounds on ``images`` (training images, never the test set). Recorded in the row's ``details`` and
     followed by the runtime."""
-    import time
-
-    import numpy as np
-
     from runtime.backends.ncnn_backend import NcnnBackend
+    from runtime.timing import interleaved
 
     runners = {w: NcnnBackend(spec, param, precision=precision, max_batch=len(images), winograd=w).load()
                for w in (True, False)}
-    medians: dict[bool, list[float]] = {True: [], False: []}
     try:
-        for r in range(5):
-            for w in ((True, False) if r % 2 == 0 else (False, True)):
-                times = []
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    runners[w].infer(images)
-                    times.append(time.perf_counter() - t0)
-                medians[w].append(float(np.median(times)) / len(images))
+        on, off = interleaved([lambda: runners[True].infer(images), lambda: runners[False].infer(images)], rounds=5,
+                              calls=3, warmup_calls=1)
     finally:
         for runner in runners.values():
             runner.close()
-    ms = {w: float(np.median(m)) * 1e3 for w, m in medians.items()}
+    ms = {True: on.median_of_rounds_s * 1e3 / len(images), False: off.median_of_rounds_s * 1e3 / len(images)}
     return {"winograd": ms[True] < ms[False], "winograd_ms_per_image": round(ms[True], 3),
             "no_winograd_ms_per_image": round(ms[False], 3),
             "winograd_rule": f"the faster per image over 5 interleaved rounds on {len(images)} training images"}

@@ -36,23 +36,12 @@ def ort_logits(path: Path, images: np.ndarray, batch_size: int | None = None, th
 
 def interleaved_latency_ms(paths: list[Path], batch: np.ndarray, *, rounds: int = 7, calls: int = 5,
                            threads: int = 0) -> list[float]:
-    """Median over rounds of each model's median call time, the models taking turns every round, so
-    that a host drifting by tens of percent over minutes moves every model alike."""
-    import time
+    """Median over rounds of each model's median call time, the models taking turns every round
+    (``runtime.timing.interleaved``)."""
+    from runtime.timing import interleaved
 
     sessions = [ort_session(p, threads) for p in paths]
     feeds = [{s.get_inputs()[0].name: batch} for s in sessions]
-    for sess, feed in zip(sessions, feeds):
-        for _ in range(2):
-            sess.run(None, feed)
-    medians: list[list[float]] = [[] for _ in paths]
-    for r in range(rounds):
-        order = range(len(paths)) if r % 2 == 0 else reversed(range(len(paths)))
-        for i in order:
-            times = []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                sessions[i].run(None, feeds[i])
-                times.append(time.perf_counter() - t0)
-            medians[i].append(float(np.median(times)))
-    return [float(np.median(m) * 1e3) for m in medians]
+    timed = interleaved([lambda s=s, f=f: s.run(None, f) for s, f in zip(sessions, feeds)], rounds=rounds,
+                        calls=calls, warmup_calls=2)
+    return [t.median_of_rounds_s * 1e3 for t in timed]

@@ -183,7 +183,8 @@ def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden
         source=Source(checkpoint=str(cfg.checkpoint), sha256=src.sha256, test_accuracy=src.fold.ref_accuracy,
                       epoch=s.epoch, train_reported_test_accuracy=s.metrics.test_acc, data_sha256=s.data_sha256),
         artifacts=tuple(build.rows), golden=golden, reference=reference, fold=src.fold,
-        evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions)),
+        evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions),
+                              src.data.calibration_indices),
         skipped=tuple(build.skipped), decisions=build.decisions, tools=src.tools)
 
 

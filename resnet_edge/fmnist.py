@@ -130,10 +130,3 @@ def pixel_stats(images: np.ndarray) -> tuple[float, float]:
     """Mean and std of uint8 pixels scaled to [0, 1], rounded to 6 digits (as the manifest records them)."""
     x = np.asarray(images, np.float64) / 255.0
     return round(float(x.mean()), 6), round(float(x.std(ddof=1)), 6)
-
-
-def training_split(n: int, calib_size: int, heldout_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint random index sets of the training images: INT8 calibration, and held-out images for the
-    export's decisions. Export and bench's peers draw from the same seeded permutation."""
-    order = np.random.default_rng(seed).permutation(n)
-    return order[:calib_size], order[calib_size:calib_size + heldout_size]

@@ -227,16 +227,26 @@ def load_test_inputs(spec: ModelSpec, limit: int | None = None, data_dir: Path |
     return to_input(images, spec.mean, spec.std, spec.image_size), labels
 
 
-def load_calibration_inputs(spec: ModelSpec, n: int = 300, data_dir: Path | None = None, seed: int = 0) -> np.ndarray:
-    """``n`` training images as model inputs: the first of the seeded permutation the export's INT8
-    calibration draws from, so that peers calibrate on images our export calibrated on too."""
+def load_calibration_inputs(spec: ModelSpec, indices: tuple[int, ...], n: int = 300,
+                            data_dir: Path | None = None) -> np.ndarray:
+    """The training images export's INT8 calibration drew (``indices``, recorded in the manifest's evaluation), the
+    first ``n`` of them, as model inputs: bench's INT8 peers calibrate on exactly the images ours did."""
     if not spec.reads_fashion_mnist:
         from resnet_edge.errors import DataError
 
         raise DataError(f"this model reads {spec.channels}-channel {spec.source_size} px images of its own folder, not "
                         "Fashion-MNIST's, and bench has no training images of it")
+    if not indices:
+        from resnet_edge.errors import DataError
+
+        raise DataError("its manifest records no calibration images (exported by an older resnet-edge, or with "
+                        "--precision fp32,fp16); re-export it")
     a = fmnist.load_arrays(data_dir)
-    idx, _ = fmnist.training_split(len(a.train_images), n, 0, seed)
+    idx = np.asarray(indices[:n], np.int64)
+    if idx.min() < 0 or idx.max() >= len(a.train_images):
+        from resnet_edge.errors import DataError
+
+        raise DataError(f"its manifest's calibration indices do not fit the {len(a.train_images):,} training images here")
     return to_input(a.train_images[idx], spec.mean, spec.std, spec.image_size)
 
 

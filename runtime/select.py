@@ -5,13 +5,13 @@ Used by ``resnet-edge serve``, ``resnet-edge predict`` and ``runtime.load``."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Protocol
 
 import numpy as np
 
 from resnet_edge.errors import InvalidInput, MissingDependency
 from runtime.spec import Artifacts
+from runtime.timing import time_calls
 from runtime.variants import Variant, parse_backends, plan
 
 log = logging.getLogger("resnet_edge.serve")
@@ -51,22 +51,6 @@ def _device(cfg: Choice) -> str:
 
 def _gpu_index(cfg: Choice) -> int:
     return int(getattr(cfg, "gpu_index", 0) or 0)
-
-
-def time_calls(fn, *, warmup_s: float, duration_s: float, iterations: int | None) -> np.ndarray:
-    """Warm up by time (at least 3 calls), then time each call for a duration (at least 10) or a count."""
-    t_end = time.perf_counter() + warmup_s
-    n = 0
-    while n < 3 or time.perf_counter() < t_end:
-        fn()
-        n += 1
-    times = []
-    t_end = time.perf_counter() + duration_s
-    while (len(times) < iterations) if iterations else (len(times) < 10 or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return np.array(times)
 
 
 def median_latency_s(backend, batch: np.ndarray) -> float:

@@ -50,7 +50,7 @@ def empty_calls(http: int, grpc_port: int, rounds: int = 4, calls: int = 1500) -
     from tritonclient.grpc import service_pb2 as pb
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    from runtime.lab.loadtest import Connection
+    from runtime.lab.load_client import Connection
 
     async def timed(call) -> list[float]:
         for _ in range(200):  # warm: connection, caches

@@ -54,7 +54,8 @@ def train_cmd(
                                              "a different class count gets a new head.")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue from OUT/last.pt.")] = False,
 ) -> None:
-    """Train ResNet on Fashion-MNIST or an image folder, evaluating on the test split every epoch."""
+    """Train ResNet on Fashion-MNIST or an image folder: best.pt is the epoch best on a validation split carved from
+    the training images (the test set is scored once, at the end)."""
     from train.checkpoint import Checkpoint
     from train.engine import train
 

@@ -149,7 +149,8 @@ def compress(teacher_path: Path, out: Path, cc: CompressConfig, *, distill_from:
              resume: bool = False, data=None, console: Console | None = None):
     """Prune (and shorten) the teacher, distil it back on the teacher's split, write ``out/best.pt``."""
     from train.data import load_fashion_mnist
-    from train.engine import Distillation, train
+    from train.distill import Distillation
+    from train.engine import train
 
     cc = cc.validate()
     _torch_pruning()
@@ -208,7 +209,8 @@ def _quantization_aware(out: Path, cc: CompressConfig, tcfg: TrainConfig, data, 
     loss (``out/qat/``), and publish the result as ``out/best.pt`` (the distilled one kept as
     ``out/distilled.pt``). Returns the QAT run's result, or None when it was not needed."""
     from train import qat
-    from train.engine import Distillation, train
+    from train.distill import Distillation
+    from train.engine import train
 
     data = data.with_validation(tcfg.val_size, tcfg.seed) if data.split is None else data
     best = out / "best.pt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any
@@ -94,3 +95,14 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
         raise InvalidInput(f"Unknown preset '{name}'; choose one of {', '.join(PRESETS)}.")
     given = {k: v for k, v in overrides.items() if v is not None}
     return replace(PRESETS[name], **given).validate()
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate at ``step`` of ``total``: one-cycle (warm-up, cosine down) or cosine."""
+    t = step / max(total - 1, 1)
+    warm = cfg.warmup_frac if cfg.schedule == Schedule.ONECYCLE.value else min(cfg.warmup_frac, 0.02)
+    if t < warm:
+        start = cfg.lr / 25
+        return start + (cfg.lr - start) * t / warm
+    progress = (t - warm) / (1 - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-6

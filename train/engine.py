@@ -4,7 +4,6 @@ they share."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,43 +16,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from resnet_edge.compression import Compression
 from resnet_edge.errors import InvalidInput
 from train import distributed
 from train.amp import amp_name, choose_amp
 from train.checkpoint import Checkpoint, EpochResult, Metrics
-from train.config import Schedule, TrainConfig
+from train.config import TrainConfig, lr_at
 from train.data import Augment, FashionMNIST, FolderData, iterate_batches, load_fashion_mnist
+from train.distill import Distillation
 from train.distributed import Ranks, resolve_device
 from train.evaluate import predict
 from train.model import ModelConfig, build_model
 from train.resume import Resumed, initialise, restore
 
 __all__ = ["EpochResult", "TrainResult", "lr_at", "resolve_device", "train"]
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """A student to train instead of a fresh network (``resnet-edge compress``): its config and weights, the teacher
-    whose logits it learns from, and what its checkpoints record about the compression."""
-
-    config: ModelConfig
-    model: nn.Module
-    teacher: nn.Module
-    temperature: float = 4.0
-    alpha: float = 0.9  # weight of the soft (teacher) term; 1 - alpha on the hard labels; 0: hard labels alone
-    record: Compression | None = None
-
-    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-        """Hinton et al.'s distillation loss: KL to the teacher's softened outputs (times T^2) plus hard labels."""
-        hard = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if self.alpha == 0:
-            return hard
-        with torch.no_grad():
-            soft_t = F.softmax(self.teacher(x).float() / self.temperature, dim=1)
-        t2 = self.temperature ** 2
-        soft = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft_t, reduction="batchmean") * t2
-        return self.alpha * soft + (1 - self.alpha) * hard
 
 
 @dataclass
@@ -68,17 +43,6 @@ class TrainResult:
     device: str = "cpu"
     world_size: int = 1
     model: nn.Module | None = None  # the trained network (this rank's replica under DDP)
-
-
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    """Learning rate at ``step`` of ``total``: one-cycle (warm-up, cosine down) or cosine."""
-    t = step / max(total - 1, 1)
-    warm = cfg.warmup_frac if cfg.schedule == Schedule.ONECYCLE.value else min(cfg.warmup_frac, 0.02)
-    if t < warm:
-        start = cfg.lr / 25
-        return start + (cfg.lr - start) * t / warm
-    progress = (t - warm) / (1 - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress)) + 1e-6
 
 
 @dataclass

@@ -30,6 +30,7 @@ class EvaluationData:
     class_names: tuple[str, ...]
     description: str  # which images are evaluated, in words, for the manifest and the CLI
     notes: dict[str, str] = field(default_factory=dict)  # where calibration and held-out images came from
+    calibration_indices: tuple[int, ...] = ()  # Fashion-MNIST: the training images calibration drew, in order
 
 
 def evaluation_data(mcfg, record: dict[str, Any] | None, *, data_dir: Path | None = None, folder: Path | None = None,
@@ -56,7 +57,7 @@ def evaluation_data(mcfg, record: dict[str, Any] | None, *, data_dir: Path | Non
     notes["calibration"] = f"{len(drawn)} Fashion-MNIST training images (seed {seed}), none of them validation images"
     test = data.test.subset(limit)
     return EvaluationData(test, data.train.take(drawn), data.train.take(held), data.class_names,
-                          "the Fashion-MNIST test set", notes)
+                          "the Fashion-MNIST test set", notes, tuple(int(i) for i in drawn))
 
 
 def _folder(mcfg, record, root: Path, limit, calib_size, heldout_size, seed, console) -> EvaluationData:

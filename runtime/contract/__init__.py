@@ -1,6 +1,7 @@
 """The typed contract between the stages: the manifest and its precision vocabulary, with one reader, one writer
 and a published JSON Schema (``manifest.schema.json``). Nothing else parses ``manifest.json``."""
 
+from runtime.contract.files import check_names, read_manifest, write_manifest
 from runtime.contract.manifest import (
     GOLDEN_FILE,
     IO,
@@ -21,10 +22,8 @@ from runtime.contract.manifest import (
     Tensor,
     manifest_schema,
     parse_manifest,
-    read_manifest,
-    write_manifest,
 )
 
 __all__ = ["GOLDEN_FILE", "IO", "MANIFEST", "SCHEMA_FILE", "SCHEMA_VERSION", "ArtifactRow", "Compression", "Evaluation", "Golden",
            "Manifest", "Model", "Precision", "Preprocessing", "Reference", "Skipped", "Source", "Tensor", "manifest_schema",
-           "parse_manifest", "read_manifest", "write_manifest"]
+           "check_names", "parse_manifest", "read_manifest", "write_manifest"]

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from runtime.lab.roofline import Flops, measure_peak, model_flops
-from runtime.select import time_calls
 from runtime.spec import Artifacts
+from runtime.timing import interleaved
 from runtime.variants import Variant
 
 
@@ -240,28 +240,17 @@ def run_bench(arts: Artifacts, variants: list[Variant], cfg: BenchConfig, images
                 if progress:
                     progress(f"measuring the {p} GEMM peak")
                 measure_peak(result, p)
-        per_round = cfg.duration_s / cfg.rounds
         iterations = -(-cfg.iterations // cfg.rounds) if cfg.iterations else None
         for b in cfg.batches:
             x = np.ascontiguousarray(images[:b])
-            pooled: list[list[float]] = [[] for _ in loaded]
-            medians: list[list[float]] = [[] for _ in loaded]
-            for r in range(cfg.rounds):
-                order = list(range(len(loaded)))
-                if r % 2:
-                    order.reverse()  # no variant always runs right after the same neighbour
-                for i in order:
-                    v, backend = loaded[i]
-                    if progress:
-                        progress(f"batch {b}, round {r + 1}/{cfg.rounds}: {v.label}")
-                    times = time_calls(lambda: backend.infer(x), warmup_s=cfg.warmup_s if r == 0 else 0.0,  # noqa: B023
-                                       duration_s=per_round, iterations=iterations)
-                    pooled[i] += times.tolist()
-                    medians[i].append(float(np.median(times)))
+            turn = (lambda r, i: progress(f"batch {b}, round {r + 1}/{cfg.rounds}: {loaded[i][0].label}")  # noqa: B023
+                    ) if progress else None
+            timed = interleaved([lambda be=backend: be.infer(x) for _, backend in loaded], rounds=cfg.rounds,  # noqa: B023
+                                calls=iterations, duration_s=cfg.duration_s, warmup_s=cfg.warmup_s, on_turn=turn)
             for i, (v, backend) in enumerate(loaded):
                 eff = effective[v.label]
-                stats = summarize(np.array(pooled[i]), v, b, backend.device, flops, result.peaks.get(eff),
-                                  arts.spec.image_size, medians[i])
+                stats = summarize(np.array(timed[i].pooled), v, b, backend.device, flops, result.peaks.get(eff),
+                                  arts.spec.image_size, timed[i].round_medians)
                 extra: dict[str, Any] = {}
                 if eff != v.precision:
                     extra["effective_precision"] = eff

@@ -26,7 +26,7 @@ def _peer_calibration(arts, data_dir):
     from runtime.preprocess import load_calibration_inputs
 
     try:
-        return load_calibration_inputs(arts.spec, data_dir=data_dir)
+        return load_calibration_inputs(arts.spec, arts.manifest.evaluation.calibration_indices, data_dir=data_dir)
     except DataError as exc:
         console.print(f"[yellow]no INT8 peers:[/] they calibrate on training images, and {escape(str(exc))}")
         return None
@@ -94,13 +94,12 @@ def bench_cmd(
     with _progress() as bar:
         task = bar.add_task("preparing")
         # INT8 peers where INT8 is benched (on CUDA the peers are PyTorch's): an FP32/FP16 run has no use for them
-        int8_peers = peers and not device.startswith("cuda") and (wanted is None or any(
+        int8_peers = peers and not device.startswith(("cuda", "vulkan")) and (wanted is None or any(
             p.split("-")[0] == "int8" for p in wanted))
         calib = _peer_calibration(arts, data_dir) if int8_peers else None
         if int8_peers:
             bar.update(task, description="quantizing the INT8 peers")
         if device == "vulkan":  # no other Vulkan runtime runs here: the peers are the same files on the CPU
-            int8_peers = False
             extra = (_cpu_twins(arts, threads), []) if peers else None
         else:
             extra = peer_variants(arts, threads=threads, calibration=calib, device=device,

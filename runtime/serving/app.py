@@ -8,97 +8,27 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from resnet_edge.errors import InvalidInput, ToolkitError
-from runtime.serving.batcher import DynamicBatcher
-from runtime.serving.dataplane import VERSION, DataPlane
+from runtime.serving.body import read_body, submit, until_disconnected
+from runtime.serving.dataplane import VERSION
 from runtime.serving.errors import (
-    BodyTimeout,
     ClientGone,
     NotFound,
     NotReady,
-    Overloaded,
-    PayloadTooLarge,
     status_of,
 )
-from runtime.serving.metrics import Metrics
+from runtime.serving.hosts import LOOPBACK_NAMES, host_allowed, host_name, misdirected  # noqa: F401 (re-exported)
+from runtime.serving.pool import INLINE_BYTES, off_loop
 from runtime.serving.protocol import HEADER, build_response, parse_infer, shown
-from runtime.serving.watchdog import Watchdog
-from runtime.spec import ModelSpec
+from runtime.serving.state import ServerState
 
 log = logging.getLogger("resnet_edge.serve")
-# Request bodies up to this size are parsed on the event loop (tens of microseconds); larger ones, and
-# every image decode, go to a small pool of their own, so that no request stalls the others or the health
-# checks, and none waits behind a running inference (which has the default executor).
-INLINE_BYTES = 64 << 10
-_request_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="resnet-edge-request")
-MAX_WAITING_DECODES = 32  # image decodes and large parses queued for the pool; past it, 503 (not an unbounded queue)
-_waiting = 0
-
-
-async def off_loop(fn: Callable, *args, request: Request | None = None):
-    """``fn(*args)`` on the request pool: refused with 503 when the pool's queue is full, and skipped (499) when the
-    client of ``request`` has gone by the time a worker is free for it."""
-    global _waiting
-    if _waiting >= MAX_WAITING_DECODES:
-        raise Overloaded("The server is decoding too many requests at once; retry shortly.")
-    _waiting += 1
-
-    def job():
-        if request is not None and request.scope.get("resnet_edge.gone"):
-            raise ClientGone("The client disconnected before its request was decoded.")
-        return fn(*args)
-
-    try:
-        return await asyncio.get_running_loop().run_in_executor(_request_pool, job)
-    except asyncio.CancelledError:  # the client went away: a job still queued is skipped when its turn comes
-        if request is not None:
-            request.scope["resnet_edge.gone"] = True
-        raise
-    finally:
-        _waiting -= 1
-
-
-@dataclass
-class ServerState:
-    spec: ModelSpec
-    model_name: str
-    platform: str
-    batcher: DynamicBatcher
-    metrics: Metrics
-    max_batch_size: int
-    max_body_bytes: int
-    request_timeout_s: float
-    api_key: str | None = None
-    allowed_hosts: frozenset[str] | None = None  # Host header names answered (None: any); see host_allowed
-    body_timeout_s: float = 30.0  # a body must arrive whole within this, or the request gets 408
-    max_buffered_bytes: int = 256 << 20  # request bodies being read, all connections together; past it, 503
-    buffered: int = 0
-    ready: bool = False
-    draining: bool = False
-    inflight: int = 0
-    failed: bool = False  # the backend could not load: the server exits non-zero
-    max_connections: int = 1024  # uvicorn's limit_concurrency; past it, new requests get 503 and readiness says so
-    connections: int = 0  # open HTTP connections (runtime.serving.probes keeps the count)
-    head_timeout_s: float = 10.0  # a request head (line and headers) must arrive whole within this, else 408
-    max_url_bytes: int = 8 << 10  # the request line; past it, 414
-    max_head_bytes: int = 64 << 10  # the request line and headers together; past it, 431
-    buckets: tuple[int, ...] = ()  # the batch sizes a static-shape backend runs; batches are padded to them
-    on_fatal: Callable[[], None] | None = None
-    watchdog: Watchdog = field(default_factory=Watchdog)  # body deadlines and disconnect watches, one timer
-    plane: DataPlane = field(init=False, repr=False)  # what HTTP and gRPC both serve (runtime.serving.dataplane)
-
-    def __post_init__(self) -> None:
-        self.plane = DataPlane(self)
-
-
 Handler = Callable[[Request, ServerState], Awaitable[Response]]
 
 
@@ -140,67 +70,6 @@ def endpoint(name: str, *, public: bool = False, counted: bool = True) -> Callab
         return handler
 
     return wrap
-
-
-async def _body(request: Request, state: ServerState) -> bytes:
-    """The request body, refused with 413 past the limit, 408 if it does not arrive whole within
-    ``body_timeout_s`` (a client trickling it holds no handler forever), and 503 while the bodies being read
-    on every connection together are over ``max_buffered_bytes`` (N connections x the body limit is no
-    longer unbounded memory). An oversized body is read and discarded (up to a cap, never buffered) so that
-    ordinary clients can read the 413 instead of a broken pipe."""
-    declared = request.headers.get("content-length")
-    limit = state.max_body_bytes
-    chunks, size, held = [], 0, 0
-    try:
-        with state.watchdog.deadline(state.body_timeout_s) as expired:
-            try:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size <= limit:
-                        chunks.append(chunk)
-                        held += len(chunk)
-                        state.buffered += len(chunk)
-                        if state.buffered > state.max_buffered_bytes:
-                            raise Overloaded("The server is reading too many request bodies at once; retry shortly.")
-                    elif size > max(4 * limit, 64 << 20):
-                        break
-            except asyncio.CancelledError:
-                if expired():
-                    raise BodyTimeout(f"The request body did not arrive within {state.body_timeout_s:g} s.") from None
-                raise
-    except ClientDisconnect:
-        raise ClientGone("The client disconnected before its body arrived.") from None
-    finally:
-        request.scope["resnet_edge.held"] = held  # released by the endpoint once the response is made
-    if size > limit:
-        total = int(declared) if declared and declared.isdigit() else size
-        raise PayloadTooLarge(f"The body of {total} bytes is over the {limit}-byte limit.")
-    return b"".join(chunks)
-
-
-async def _until_disconnected(receive) -> bool:
-    """True once the client has gone: after the body is read, ASGI's receive() waits for the disconnect. A server
-    that answers with the body again instead (no disconnect to wait for) gets False at once, not a busy loop."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return True
-        if not message.get("more_body", False):
-            return False
-
-
-async def submit(request: Request, state: ServerState, batch) -> object:
-    """Queue ``batch`` with the batcher and wait for its logits, or for the client to disconnect: then the
-    wait is cancelled, which cancels the queued work (the batcher drops it before inference), and the request
-    ends at once rather than holding a place in flight (and a drain) for an answer nobody reads. The watch
-    starts once the request has waited a tick of the server's watchdog (``runtime.serving.watchdog``)."""
-    with state.watchdog.watch(lambda: _until_disconnected(request.receive)) as gone:
-        try:
-            return await state.plane.infer(batch)
-        except asyncio.CancelledError:
-            if gone():
-                raise ClientGone("The client disconnected before its answer; its queued work was dropped.") from None
-            raise
 
 
 def _model(request: Request, state: ServerState) -> None:
@@ -262,7 +131,7 @@ async def infer(request: Request, state: ServerState) -> Response:
     _model(request, state)
     if not state.ready:  # before reading the body
         raise NotReady("The model is still loading; retry shortly.")
-    body = await _body(request, state)
+    body = await read_body(request, state)
     args = (body, request.headers.get(HEADER), state.spec, state.max_batch_size)
     large = len(body) > INLINE_BYTES
     req = await off_loop(parse_infer, *args) if large else parse_infer(*args)
@@ -286,12 +155,12 @@ async def classify(request: Request, state: ServerState) -> Response:
     if not 1 <= k <= state.spec.num_classes:
         raise InvalidInput(f"Query parameter k must be in 1..{state.spec.num_classes}.")
     invert = check_invert(request.query_params.get("invert", "no"))
-    body = await _body(request, state)
+    body = await read_body(request, state)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         body = await _multipart_file(request, body)
     if not body:
         raise InvalidInput("Send an image: a PNG/JPEG/.npy body, or a multipart form with a file field.")
-    with state.watchdog.watch(lambda: _until_disconnected(request.receive)) as gone:
+    with state.watchdog.watch(lambda: until_disconnected(request.receive)) as gone:
         try:
             x = await off_loop(lambda: preprocess([decode(body, "The uploaded image", state.spec.channels)], state.spec,
                                                   invert), request=request)
@@ -340,33 +209,6 @@ async def not_found(request: Request, state: ServerState) -> Response:
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def host_name(scope) -> str:
-    """The host a request names (its Host header, the port and IPv6 brackets removed), lower-cased."""
-    raw = next((v for k, v in scope.get("headers", ()) if k == b"host"), b"").decode("latin-1").strip().lower()
-    if raw.startswith("["):
-        return raw[1:raw.find("]")] if "]" in raw else raw
-    return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw
-
-
-def host_allowed(state: ServerState, scope) -> bool:
-    """DNS rebinding: a web page the user opens can point a name it controls at 127.0.0.1 and then drive a server on
-    localhost with the page's own Host header. Bound to a loopback address, the server answers only requests that
-    name a loopback host (or one of --allowed-hosts), as Jupyter does; others get 421."""
-    return state.allowed_hosts is None or host_name(scope) in state.allowed_hosts
-
-
-async def _misdirected(scope, send, state: ServerState) -> None:
-    name = shown(host_name(scope) or "(none)")
-    body = json.dumps({"error": f"This server answers for {', '.join(sorted(state.allowed_hosts))} only, not the Host "
-                                f"{name}; start it with --allowed-hosts to add a name."}).encode()
-    await send({"type": "http.response.start", "status": 421,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class App:
     """The ASGI app: infer calls go straight to their handler; everything else through Starlette's router.
 
@@ -380,7 +222,7 @@ class App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and not host_allowed(self.state.server, scope):
             self.state.server.metrics.request("misdirected", 421, 0.0)
-            await _misdirected(scope, send, self.state.server)
+            await misdirected(scope, send, self.state.server)
         elif scope["type"] == "http" and scope["method"] == "POST" and (m := _INFER_PATH.fullmatch(scope["path"])):
             scope["app"] = self.router
             scope["path_params"] = {"model": m[1]} if m[2] is None else {"model": m[1], "version": m[2]}

@@ -170,8 +170,8 @@ def is_loopback(host: str) -> bool:
 
 def allowed_hosts(cfg: ServeConfig) -> frozenset[str] | None:
     """The Host names a request may give: on a loopback address, the loopback names and --allowed-hosts (DNS
-    rebinding, runtime.serving.app.host_allowed); on any other, any name unless --allowed-hosts lists some."""
-    from runtime.serving.app import LOOPBACK_NAMES
+    rebinding, runtime.serving.hosts.host_allowed); on any other, any name unless --allowed-hosts lists some."""
+    from runtime.serving.hosts import LOOPBACK_NAMES
 
     extra = {h.strip().lower().strip("[]") for h in cfg.allowed_hosts if h.strip()}
     if "*" in extra:

@@ -83,14 +83,27 @@ def test_u8_variant_rule():
     assert not u8_variant_decision(10.0, 5.0, s(0.9), s(0.9, agree=0.985))[0]  # misses the parity bound
 
 
-def test_calibration_and_held_out_splits_are_disjoint_training_images():
-    from resnet_edge.fmnist import training_split
+def test_calibration_images_are_recorded_never_validation_and_the_peers_use_exactly_them(export_dir, trained_ckpt):
+    """Export records the training images INT8 calibration drew: as many as asked, none of them a validation image
+    of the checkpoint's split, and bench's INT8 peers calibrate on exactly those images (issue 37: they used to draw
+    their own, ignoring the split and the seed)."""
+    from resnet_edge import fmnist
+    from resnet_edge.images import to_input
+    from runtime.preprocess import load_calibration_inputs
+    from runtime.spec import load_artifacts
+    from train.checkpoint import Checkpoint
 
-    calib, held = training_split(60_000, 1000, 2000, seed=0)
-    assert len(calib) == 1000 and len(held) == 2000 and not set(calib.tolist()) & set(held.tolist())
-    again = training_split(60_000, 1000, 2000, seed=0)
-    assert all(np.array_equal(a, b) for a, b in zip((calib, held), again))
-    assert not np.array_equal(training_split(60_000, 1000, 2000, seed=1)[0], calib)
+    arts = load_artifacts(export_dir)
+    drawn = arts.manifest.evaluation.calibration_indices
+    assert len(drawn) == 256 and len(set(drawn)) == 256  # the suite's export: --calib-size 256
+    validation = (Checkpoint.read(trained_ckpt).split or {}).get("validation", {}).get("indices", [])
+    assert validation and not set(drawn) & set(validation)
+    x = load_calibration_inputs(arts.spec, drawn, n=100)
+    train = fmnist.load_arrays().train_images
+    np.testing.assert_array_equal(x, to_input(train[list(drawn[:100])], arts.spec.mean, arts.spec.std,
+                                              arts.spec.image_size))
+    with pytest.raises(Exception, match="records no calibration images"):
+        load_calibration_inputs(arts.spec, ())
 
 
 def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
@@ -98,7 +111,7 @@ def test_engines_skipped_with_a_reason_without_tensorrt(export_dir):
     if any(a.format == "tensorrt" for a in manifest.artifacts):
         pytest.skip("TensorRT is present here; engines were built")
     trt = next(s for s in manifest.skipped if s.format == "tensorrt")
-    assert trt.reason.endswith(".")
+    assert trt.reason.startswith("TensorRT is not installed") and "pip install 'resnet-edge[gpu]'" in trt.reason
 
 
 def test_tampered_artifact_is_detected(export_dir, tmp_path):

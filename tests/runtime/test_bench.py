@@ -9,7 +9,7 @@ import torch
 
 from runtime.lab.bench import BenchConfig, BenchResult, LatencyStats, run_bench
 from runtime.lab.roofline import Flops, conv_flops, gemm_peak_gflops, model_flops
-from runtime.select import time_calls
+from runtime.timing import time_calls
 from runtime.variants import Variant
 
 
@@ -45,19 +45,19 @@ def test_time_calls_by_count_and_by_duration():
 
 
 def test_variants_take_turns_and_p50_is_the_median_of_round_medians(arts, monkeypatch):
-    import runtime.lab.bench as bench
+    import runtime.timing as timing
 
     fp32 = arts.find("onnx", "fp32")
     ours = Variant("onnxruntime", fp32.path, "fp32", "ours", {"providers": ("CPUExecutionProvider",)}, fp32)
     peer = Variant("onnxruntime", fp32.path, "fp32", "peer", {"defaults": True}, fp32, peer=True)
     fake = iter(range(1, 100))
 
-    def fake_time_calls(fn, *, warmup_s, duration_s, iterations):
+    def fake_time_calls(fn, *, warmup_s, duration_s, iterations, warmup_calls):
         fn()
         k = next(fake)  # round r of a variant returns k ms, three times
         return np.full(3, k / 1000.0)
 
-    monkeypatch.setattr(bench, "time_calls", fake_time_calls)
+    monkeypatch.setattr(timing, "time_calls", fake_time_calls)
     seen = []
     result = run_bench(arts, [ours, peer], BenchConfig(batches=(2,), rounds=3, accuracy_images=0),
                        np.zeros((2, 1, 28, 28), np.float32), progress=seen.append)
@@ -232,3 +232,18 @@ def test_cli_bench_missing_artifacts(tmp_path):
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "bench", str(tmp_path / "none")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "run 'make export' first" in res.stderr
+
+
+def test_one_interleaved_loop_times_every_callable_in_alternating_order():
+    """runtime.timing.interleaved, which export's u8 decision, ncnn's winograd choice and bench all use."""
+    from runtime.timing import interleaved
+
+    log = []
+    turns = []
+    timed = interleaved([lambda: log.append("a"), lambda: log.append("b")], rounds=3, calls=4, warmup_calls=1,
+                        on_turn=lambda r, i: turns.append((r, "ab"[i])))
+    assert turns == [(0, "a"), (0, "b"), (1, "b"), (1, "a"), (2, "a"), (2, "b")]
+    assert log.count("a") == log.count("b") == 3 * (1 + 4)  # one untimed call per turn, four timed
+    assert all(len(t.pooled) == 12 and len(t.round_medians) == 3 for t in timed)
+    with pytest.raises(ValueError):
+        interleaved([], rounds=1)

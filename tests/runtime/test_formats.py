@@ -38,13 +38,21 @@ def test_the_backend_registry_and_the_variant_planner_follow_the_table():
         backends.unavailable_reason("tflite")
 
 
-def test_triton_platforms_come_from_the_table():
+def test_triton_platforms_come_from_the_table(arts):
+    """The exported Triton repository: one model per row of a format Triton loads, named by the row and holding the
+    table's platform and file name."""
     from export.triton import model_name
-    from runtime.contract import ArtifactRow
 
-    row = ArtifactRow("m.engine", "tensorrt", Precision.INT8, "0" * 64, 0.9, target="cpu")
-    assert model_name(row, "resnet18") == "resnet18_int8_cpu_trt"
     assert {f.name for f in FORMATS.values() if f.triton} == {"onnx", "tensorrt"}
+    repo = arts.root / "triton"
+    served = [a for a in arts.manifest.artifacts if FORMATS[a.format].triton]
+    assert served
+    for row in served:
+        t = FORMATS[row.format].triton
+        name = model_name(row, arts.spec.name)
+        assert name.startswith(f"{arts.spec.name}_{row.precision.value}") and name.endswith(f"_{t.tag}")
+        assert f'platform: "{t.platform}"' in (repo / name / "config.pbtxt").read_text()
+        assert (repo / name / "1" / t.filename).is_file()
 
 
 def test_precision_vocabulary_and_parsing():

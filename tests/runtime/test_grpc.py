@@ -175,7 +175,7 @@ def test_loadtest_drives_any_model_from_its_metadata_with_synthetic_inputs(serve
     import pytest
 
     from resnet_edge.errors import InvalidInput
-    from runtime.lab.loadtest import request_images
+    from runtime.lab.load_inputs import request_images
 
     res = _loadtest(server, "--synthetic", "--concurrency", "2", "--json", str(tmp_path / "s.json"))
     assert res.returncode == 0, res.stderr

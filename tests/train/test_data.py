@@ -159,8 +159,16 @@ def test_augment_crop_is_a_shift_and_flip_mirrors():
 def test_random_erasing_blanks_a_rectangle():
     imgs = torch.full((64, 28, 28), 200, dtype=torch.uint8)
     out = augment_batch(imgs, Augment(crop_padding=0, hflip=False, erase_prob=1.0), torch.Generator().manual_seed(1))
-    zeros = (out == 0).sum((1, 2))
-    assert (zeros > 0).all() and (zeros < 28 * 28).all()
+    zero = out == 0
+    for mask in zero:  # exactly one filled axis-aligned rectangle of 2-25% of the image (up to rounding)
+        rows, cols = mask.any(1), mask.any(0)
+        assert torch.equal(mask, rows[:, None] & cols[None, :])
+        r, c = rows.nonzero().flatten(), cols.nonzero().flatten()
+        assert torch.equal(r, torch.arange(r[0], r[-1] + 1)) and torch.equal(c, torch.arange(c[0], c[-1] + 1))
+        assert 0.01 * 784 <= mask.sum() <= 0.3 * 784
+    assert (out[~zero] == 200).all()  # nothing else touched
+    kept = augment_batch(imgs, Augment(crop_padding=0, hflip=False, erase_prob=0.0), torch.Generator().manual_seed(1))
+    assert torch.equal(kept, imgs)
 
 
 def test_to_input_normalises_and_resizes():
