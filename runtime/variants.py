@@ -9,6 +9,7 @@ from typing import Any
 from resnet_edge.errors import InvalidInput
 from runtime import backends
 from runtime.backends.base import Backend
+from runtime.backends.cpu_features import cpu_has_bf16
 from runtime.formats import FORMATS, backends_for, formats_on, runs_on
 from runtime.spec import Artifact, Artifacts
 
@@ -33,22 +34,6 @@ class Variant:
         hashes = self.artifact.hashes() if self.artifact is not None and self.source == self.artifact.path else {}
         return backends.create(self.backend, arts.spec, self.source, precision=self.precision,
                                max_batch=max_batch, buckets=buckets, expected_sha256=hashes, **self.options)
-
-
-def _cpu_has_bf16() -> bool:
-    """Native bf16 on this CPU: oneDNN's own answer where torch is installed, else the CPU's flags."""
-    from runtime import reference
-
-    if reference.torch_installed():
-        from runtime.backends.torch_backend import onednn_bf16
-
-        return onednn_bf16()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def parse_backends(text: str) -> list[str]:
@@ -113,44 +98,9 @@ def plan(arts: Artifacts, names: list[str], *, device: str = "cpu", precisions: 
 
 def _artifact_variants(name: str, art: Artifact, device: str, threads: int, gpu_index: int = 0,
                        skipped: list[str] | None = None) -> list[Variant]:
-    """The variants backend ``name`` runs one artifact as: its own options for the device asked for."""
-    common = {"artifact": art, "target": art.target}
-    if device == "vulkan":  # only ncnn's rows run there (the formats table)
-        from runtime import vulkan
-
-        dev = vulkan.device(gpu_index)
-        if art.precision == "fp16" and not dev.fp16_storage:
-            if skipped is not None:
-                skipped.append(f"{dev.describe()} has no fp16 storage: the fp16 ncnn file is not run on it.")
-            return []
-        return [Variant(name, art.path, art.precision, f"{name} {art.tag} vulkan:{gpu_index}",
-                        {"threads": threads, "device": "vulkan", "gpu_index": gpu_index}, **common)]
-    if name == "onnxruntime":
-        providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
-        return [Variant(name, art.path, art.precision, f"{name} {art.tag}", {"providers": providers, "threads": threads},
-                        **common)]
-    if name == "openvino":
-        kind = "openvino IR" if art.format == "openvino" else name  # the same backend reads ONNX and IR: two labels
-        found = [Variant(name, art.path, art.precision, f"{kind} {art.tag}", {"threads": threads}, **common)]
-        if art.precision == "fp32" and _cpu_has_bf16():  # verified against the bf16 tolerance
-            found.append(Variant(name, art.path, "bf16", f"{kind} bf16", {"threads": threads, "inference_precision": "bf16"},
-                                 art))
-        return found
-    if name == "torch":
-        dev = device if device != "auto" else "cpu"
-        cuda = dev.startswith("cuda")
-        found = [Variant(name, art.path, p, f"torch {p} folded", {"device": dev, "threads": threads}, art)
-                 for p in ["fp32"] + (["fp16"] if cuda else ["bf16"] if _cpu_has_bf16() else [])]
-        if cuda:
-            found.append(Variant(name, art.path, "fp16", "torch fp16 folded+graphs", {"device": dev, "cuda_graphs": True},
-                                 art))
-        return found
-    if name == "aoti" and not (art.target == "cpu" or device.startswith("cuda") or device == "auto"):
-        return []  # a CUDA package on a CPU-only run
-    options = {} if name == "tensorrt" else {"threads": threads}
-    if name == "ncnn" and "winograd" in art.row.details:  # export measured which is faster for this model
-        options["winograd"] = bool(art.row.details["winograd"])
-    return [Variant(name, art.path, art.precision, f"{name} {art.tag}", options, **common)]
+    """The variants backend ``name`` runs one artifact as: what its backend class offers for the device."""
+    return [Variant(name, art.path, o.precision, o.label, o.options, art, target=art.target)
+            for o in backends.backend_class(name).offers(art, device, threads, gpu_index, skipped)]
 
 
 def runtime_defaults(variants: list[Variant], threads: int = 0) -> list[Variant]:
@@ -162,7 +112,7 @@ def runtime_defaults(variants: list[Variant], threads: int = 0) -> list[Variant]
         art = v.artifact
         if v.backend == "openvino" and art is not None and art.format == "openvino" and v.precision == "fp32" \
                 and not v.options.get("inference_precision") and not v.peer:
-            precision = "bf16" if _cpu_has_bf16() else "fp32"
+            precision = "bf16" if cpu_has_bf16() else "fp32"
             extra.append(Variant("openvino", art.path, precision, f"openvino IR fp32, OpenVINO's defaults ({precision})",
                                  {"threads": threads, "defaults": True}, art, peer=True))
     return extra

@@ -36,12 +36,17 @@ def available() -> list[str]:
     return [name for name in BACKENDS if unavailable_reason(name) is None]
 
 
+def backend_class(name: str) -> type[Backend]:
+    """The class of backend ``name`` (its module imported now): what it offers and what ``create`` makes."""
+    row = BACKENDS[name]
+    return getattr(importlib.import_module(f"runtime.backends.{row.module}"), row.cls)
+
+
 def create(name: str, spec: ModelSpec, source: Path, **kwargs: Any) -> Backend:
     reason = unavailable_reason(name)
     if reason:
         raise MissingDependency(reason)
-    row = BACKENDS[name]
-    return getattr(importlib.import_module(f"runtime.backends.{row.module}"), row.cls)(spec, source, **kwargs)
+    return backend_class(name)(spec, source, **kwargs)
 
 
 __all__ = ["Backend", "REGISTRY", "available", "create", "unavailable_reason"]

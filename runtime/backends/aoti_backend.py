@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
+from runtime.backends.base import Backend
 from runtime.backends.torch_backend import DTYPES, TorchBackend
 
 
@@ -60,6 +61,12 @@ class AotiBackend(TorchBackend):
     """``source`` is a ``.pt2`` package. Options: ``cuda_graphs`` (default True on CUDA), ``threads``."""
 
     name = "aoti"
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list:
+        if not (art.target == "cpu" or device.startswith("cuda") or device == "auto"):
+            return []  # a CUDA package on a CPU-only run
+        return Backend.offers.__func__(cls, art, device, threads, gpu_index, skipped)
 
     def _load(self) -> None:
         import torch

@@ -12,6 +12,7 @@ the next bucket and returns only the caller's rows, as TensorRT profiles and Tri
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,13 +20,30 @@ import numpy as np
 
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput, ToolkitError
-from runtime.spec import ModelSpec
+from runtime.spec import Artifact, ModelSpec
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way a backend runs an artifact: the precision it computes in, how parity and bench name it, the options
+    it is created with."""
+
+    precision: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(ABC):
     name: ClassVar[str]
 
     static_shapes: bool = False
+
+    @classmethod
+    def offers(cls, art: Artifact, device: str, threads: int, gpu_index: int = 0,
+               skipped: list[str] | None = None) -> list[Offer]:
+        """The variants this backend runs ``art`` as on ``device`` (parity and bench try each); a line in
+        ``skipped`` for one it cannot run there. By default: the artifact's own precision."""
+        return [Offer(art.precision, f"{cls.name} {art.tag}", {"threads": threads})]
 
     def __init__(self, spec: ModelSpec, source: Path, *, precision: str = "fp32", max_batch: int = 64,
                  buckets: tuple[int, ...] | None = None, **options: Any) -> None:

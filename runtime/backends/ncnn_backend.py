@@ -19,13 +19,31 @@ of their own (``runtime.isolated``), and a test holds the in-process path to the
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
 from resnet_edge.quiet import captured_stderr
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Offer
+
+
+@dataclass(frozen=True)
+class NcnnDetails:
+    """What export records in an ncnn row's ``details`` that the runtime follows: whether winograd convolution is
+    the faster here (export times both)."""
+
+    winograd: bool = True
+
+    @classmethod
+    def of(cls, details: Mapping[str, Any]) -> NcnnDetails:
+        winograd = details.get("winograd", True)
+        if not isinstance(winograd, bool):
+            raise ArtifactMismatch(f"An ncnn row's details.winograd must be true or false, not {winograd!r}.")
+        return cls(winograd)
 
 
 def weights_path(param: Path) -> Path:
@@ -65,6 +83,23 @@ class NcnnBackend(Backend):
     name = "ncnn"
     vulkan = None  # the runtime.vulkan.VulkanDevice the net computes on, for device="vulkan"
     fell_back = False  # asked for Vulkan, computed on the CPU
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list[Offer]:
+        """On the CPU: the file with the winograd choice export recorded. On Vulkan device ``gpu_index``: the file
+        on the device (an fp16 file only where the device has fp16 storage)."""
+        if device == "vulkan":
+            from runtime import vulkan
+
+            dev = vulkan.device(gpu_index)
+            if art.precision == "fp16" and not dev.fp16_storage:
+                if skipped is not None:
+                    skipped.append(f"{dev.describe()} has no fp16 storage: the fp16 ncnn file is not run on it.")
+                return []
+            return [Offer(art.precision, f"{cls.name} {art.tag} vulkan:{gpu_index}",
+                          {"threads": threads, "device": "vulkan", "gpu_index": gpu_index})]
+        winograd = NcnnDetails.of(art.row.details or {}).winograd
+        return [Offer(art.precision, f"{cls.name} {art.tag}", {"threads": threads, "winograd": winograd})]
 
     def _load(self) -> None:
         import ncnn

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_edge.errors import InvalidInput
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Offer
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -16,6 +16,11 @@ class OnnxRuntimeBackend(Backend):
     (a plain InferenceSession, given only the thread count: the peer baseline)."""
 
     name = "onnxruntime"
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list[Offer]:
+        providers = None if device.startswith("cuda") else ("CPUExecutionProvider",)
+        return [Offer(art.precision, f"{cls.name} {art.tag}", {"providers": providers, "threads": threads})]
 
     def _load(self) -> None:
         import onnxruntime as ort

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_edge.errors import InvalidInput
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Offer
 
 
 class OpenVinoBackend(Backend):
@@ -15,6 +15,18 @@ class OpenVinoBackend(Backend):
     made at load: OpenVINO runs a static shape faster than a dynamic one."""
 
     name = "openvino"
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list[Offer]:
+        """The file as pinned (f32); an FP32 file in bf16 too where the CPU has it (held to the bf16 row). The same
+        backend reads ONNX and IR: two labels."""
+        from runtime.backends.cpu_features import cpu_has_bf16
+
+        kind = "openvino IR" if art.format == "openvino" else cls.name
+        found = [Offer(art.precision, f"{kind} {art.tag}", {"threads": threads})]
+        if art.precision == "fp32" and cpu_has_bf16():
+            found.append(Offer("bf16", f"{kind} bf16", {"threads": threads, "inference_precision": "bf16"}))
+        return found
 
     def _load(self) -> None:
         import openvino as ov

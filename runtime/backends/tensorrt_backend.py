@@ -10,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_edge.errors import InvalidInput
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Offer
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list[Offer]:
+        return [Offer(art.precision, f"{cls.name} {art.tag}", {})]  # an engine has no CPU threads to set
 
     def _load(self) -> None:
         from runtime.backends.trt_engine import LIBRARIES, EngineRunner, engine_max_batch, library_of

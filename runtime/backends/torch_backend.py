@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, Offer
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -41,6 +41,18 @@ class TorchBackend(Backend):
     compile_s: float | None = None
 
     name = "torch"
+
+    @classmethod
+    def offers(cls, art, device, threads, gpu_index=0, skipped=None) -> list[Offer]:
+        """fp32, and the reduced precision the device has (fp16 on CUDA, with and without CUDA graphs; bf16 on a
+        CPU with native bf16)."""
+        dev = device if device != "auto" else "cpu"
+        cuda = dev.startswith("cuda")
+        found = [Offer(p, f"torch {p} folded", {"device": dev, "threads": threads})
+                 for p in ["fp32"] + (["fp16"] if cuda else ["bf16"] if onednn_bf16() else [])]
+        if cuda:
+            found.append(Offer("fp16", "torch fp16 folded+graphs", {"device": dev, "cuda_graphs": True}))
+        return found
 
     def _load(self) -> None:
         import torch

@@ -20,7 +20,6 @@ from runtime.serving.dataplane import VERSION
 from runtime.serving.errors import (
     ClientGone,
     NotFound,
-    NotReady,
     status_of,
 )
 from runtime.serving.hosts import LOOPBACK_NAMES, host_allowed, host_name, misdirected  # noqa: F401 (re-exported)
@@ -129,8 +128,7 @@ async def model_ready(request: Request, state: ServerState) -> Response:
 @endpoint("infer")
 async def infer(request: Request, state: ServerState) -> Response:
     _model(request, state)
-    if not state.ready:  # before reading the body
-        raise NotReady("The model is still loading; retry shortly.")
+    state.plane.require_loaded()  # before reading the body
     body = await read_body(request, state)
     args = (body, request.headers.get(HEADER), state.spec, state.max_batch_size)
     large = len(body) > INLINE_BYTES
@@ -146,8 +144,7 @@ async def classify(request: Request, state: ServerState) -> Response:
     from runtime.predict import top_k
     from runtime.preprocess import check_invert, decode, preprocess
 
-    if not state.ready:
-        raise NotReady("The model is still loading; retry shortly.")
+    state.plane.require_loaded()
     try:
         k = int(request.query_params.get("k", "3"))
     except ValueError:

@@ -91,10 +91,14 @@ class DataPlane:
         return [{"name": self.state.model_name, "version": VERSION, "state": "READY" if self.ready else "UNAVAILABLE"}]
 
     # -- inference ------------------------------------------------------------------------------
-    async def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Logits for ``batch`` from the dynamic batcher, within the request timeout."""
+    def require_loaded(self) -> None:
+        """The one check every infer path makes before reading or parsing anything: 503 while loading."""
         if not self.state.ready:
             raise NotReady("The model is still loading; retry shortly.")
+
+    async def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for ``batch`` from the dynamic batcher, within the request timeout."""
+        self.require_loaded()
         return await self.state.batcher.submit(batch, self.state.request_timeout_s)
 
     # -- accounting -----------------------------------------------------------------------------

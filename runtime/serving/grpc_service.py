@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from resnet_edge.errors import InvalidInput, ToolkitError
 from runtime.serving.app import ServerState
 from runtime.serving.dataplane import VERSION
-from runtime.serving.errors import NotReady, Overloaded, status_of
+from runtime.serving.errors import Overloaded, status_of
 from runtime.serving.protocol import (
     InferRequest,
     check_finite,
@@ -161,8 +161,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         async def run():
             state = self.state
             state.plane.model(request.model_name, request.model_version)
-            if not state.ready:  # before parsing the tensor
-                raise NotReady("The model is still loading; retry shortly.")
+            state.plane.require_loaded()  # before parsing the tensor
             size = request.ByteSize()  # held until the answer is built, against the same budget as HTTP bodies
             if state.buffered + size > state.max_buffered_bytes:
                 raise Overloaded("The server is holding too many request bodies at once; retry shortly.")

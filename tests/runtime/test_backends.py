@@ -145,7 +145,7 @@ def test_torch_cuda_backend(arts, options):
 def test_openvino_reports_the_precision_it_really_computes_in(arts):
     if backends.unavailable_reason("openvino"):
         pytest.skip("openvino is not installed")
-    from runtime.variants import _cpu_has_bf16
+    from runtime.backends.cpu_features import cpu_has_bf16 as _cpu_has_bf16
 
     src = arts.find("onnx", "fp32").path
     with backends.create("openvino", arts.spec, src) as b:

@@ -141,7 +141,7 @@ def test_an_openvino_ir_records_its_precision_setting_and_parity_shows_the_runti
     row says what to set; parity reports, beside the pinned f32, what the defaults give on this host."""
     import pytest
 
-    from runtime.variants import _cpu_has_bf16
+    from runtime.backends.cpu_features import cpu_has_bf16 as _cpu_has_bf16
 
     rows = [a.row for a in arts.items if a.format == "openvino"]
     if not rows:
