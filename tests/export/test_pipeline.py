@@ -267,7 +267,9 @@ def test_precision_and_limit_pick_the_variants_and_the_evaluation_images(trained
     manifest = read_manifest(out)
     expected = [("onnx", "fp32"), ("torch", "fp32"), ("onnx", "int8")]
     assert [(a.format, a.precision) for a in manifest.artifacts] == expected
-    assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 2000, 2000, ("fp32", "int8"))
+    drawn = manifest.evaluation.calibration_indices
+    assert len(drawn) == 128  # --calib-size, recorded for the INT8 peers
+    assert manifest.evaluation == Evaluation("the Fashion-MNIST test set", 2000, 2000, ("fp32", "int8"), drawn)
     assert ("tensorrt_rtx", "--no-trt-rtx was given.") in {(s.format, s.reason) for s in manifest.skipped}
     assert all(a.parity.n == 2000 for a in manifest.artifacts) and manifest.golden.n == 1000  # GOLDEN_N
     assert sorted(p.name for p in out.iterdir()) == ["golden.npz", "manifest.json", "resnet18_folded.pt2",
