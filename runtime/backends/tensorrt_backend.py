@@ -21,19 +21,19 @@ class TensorRTBackend(Backend):
         return [Offer(art.precision, f"{cls.name} {art.tag}", {})]  # an engine has no CPU threads to set
 
     def _load(self) -> None:
-        from runtime.backends.trt_engine import LIBRARIES, EngineRunner, engine_max_batch, library_of
+        from runtime.backends.trt_engine import LIBRARIES, EngineRunner, EngineSidecar
 
         lib = LIBRARIES[self.name]
-        if library_of(self.source) is not lib:
+        side = EngineSidecar.read(self.source)  # once: the runner checks and uses the same reading
+        if side.lib is not lib:
             raise InvalidInput(f"{self.source.name} is not a {lib.title} engine; run it with the "
-                               f"{library_of(self.source).fmt} backend.")
-
-        profile_max = engine_max_batch(self.source)
+                               f"{side.lib.fmt} backend.")
+        profile_max = side.max_batch
         if self.max_batch > profile_max:
             raise InvalidInput(f"A batch limit of {self.max_batch} exceeds the largest batch {profile_max} of "
                                f"{self.source.name}'s optimization profile; lower --max-batch-size or rebuild "
                                "with a larger --trt-batch.")
-        self.runner = EngineRunner(self.source, lib)
+        self.runner = EngineRunner(self.source, lib, side)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self.runner(batch)

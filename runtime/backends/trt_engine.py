@@ -100,7 +100,7 @@ def engine_unavailable_reason(engine: Path, lib: Library = TENSORRT) -> str | No
     reason = run_unavailable_reason(lib)
     if reason is None and lib.builds_without_gpu:
         cc = gpu_capability()
-        if cc not in [str(c) for c in read_sidecar(engine).get("compute_capabilities", [])]:
+        if cc not in EngineSidecar.read(engine).targets:
             reason = f"this GPU's compute capability {cc} is not among the targets built for."
     return reason
 
@@ -134,29 +134,64 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_suffix(engine.suffix + ".json")
 
 
+@dataclass(frozen=True)
+class EngineSidecar:
+    """An engine's JSON sidecar, read and checked once per load: the library that built it and its version, the
+    optimization profile, the GPU (TensorRT) or the compute capabilities (TensorRT-RTX) it was built for, and the
+    whole document for people (``doc``)."""
+
+    engine: Path
+    lib: Library
+    library_version: str | None
+    min_batch: int
+    max_batch: int
+    targets: tuple[str, ...]  # TensorRT-RTX: the compute capabilities built for
+    gpu: str | None  # TensorRT: the GPU it was built on
+    compute_capability: str | None
+    doc: dict[str, Any]
+
+    @classmethod
+    def read(cls, engine: Path) -> EngineSidecar:
+        side = sidecar_path(Path(engine))
+        try:
+            doc = json.loads(side.read_text())
+        except (OSError, ValueError):
+            raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name}; rebuild it with 'resnet-edge "
+                                   "export'.") from None
+        if not isinstance(doc, dict):
+            raise ArtifactMismatch(f"{side} is not a JSON object; rebuild the engine with 'resnet-edge export'.")
+        lib = LIBRARIES.get(str(doc.get("format", "tensorrt")))  # TensorRT for sidecars older than the field
+        if lib is None:
+            raise ArtifactMismatch(f"{side} names the format {str(doc.get('format'))[:40]!r}, which is neither "
+                                   "tensorrt nor tensorrt_rtx; rebuild the engine with 'resnet-edge export'.")
+        try:
+            profile = doc["profile"]
+            lo, hi = int(profile["min_batch"]), int(profile["max_batch"])
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name} (its optimization profile is "
+                                   "missing); rebuild it with 'resnet-edge export --trt'.") from None
+        version = doc.get(lib.version_key)
+        return cls(Path(engine), lib, None if version is None else str(version), lo, hi,
+                   tuple(str(c) for c in doc.get("compute_capabilities") or ()), doc.get("gpu"),
+                   doc.get("compute_capability"), doc)
+
+
 def read_sidecar(engine: Path) -> dict[str, Any]:
-    side = sidecar_path(Path(engine))
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
-        raise ArtifactMismatch(f"{engine} has no readable sidecar {side.name}; rebuild it with 'resnet-edge "
-                               "export'.") from None
-    if not isinstance(meta, dict):
-        raise ArtifactMismatch(f"{side} is not a JSON object; rebuild the engine with 'resnet-edge export'.")
-    return meta
+    """The sidecar's whole document (for people and reports); the runtime reads :class:`EngineSidecar`."""
+    return EngineSidecar.read(engine).doc
 
 
 def library_of(engine: Path) -> Library:
     """The library whose sidecar fields an engine's sidecar carries (TensorRT for sidecars older than the field)."""
-    return LIBRARIES.get(str(read_sidecar(engine).get("format", "tensorrt")), TENSORRT)
+    return EngineSidecar.read(engine).lib
 
 
-def check_compatible(engine: Path, lib: Library | None = None) -> dict[str, Any]:
+def check_compatible(engine: Path, lib: Library | None = None, side: EngineSidecar | None = None) -> EngineSidecar:
     """Refuse, in one sentence naming both sides, an engine built by another library version or for another GPU."""
-    lib = lib or library_of(engine)
+    side = side or EngineSidecar.read(engine)
+    lib = lib or side.lib
     trt = lib.load()
-    meta = read_sidecar(engine)
-    here_version, built_version = str(trt.__version__), meta.get(lib.version_key)
+    here_version, built_version = str(trt.__version__), side.library_version
     if built_version != here_version:  # told before anything needs a GPU
         raise ArtifactMismatch(f"{engine} was built by {lib.title} {built_version} but this machine has {lib.title} "
                                f"{here_version}; rebuild it with 'resnet-edge export'.")
@@ -164,25 +199,27 @@ def check_compatible(engine: Path, lib: Library | None = None) -> dict[str, Any]
         if gpu_capability() is None:
             raise MissingDependency(run_unavailable_reason(lib) or f"{lib.title} engines need a CUDA GPU.")
         here = device_identity()
-        targets = [str(c) for c in meta.get("compute_capabilities", [])]
+        targets = side.targets
         if here["compute_capability"] not in targets:
             raise ArtifactMismatch(f"{engine} was built for compute capabilities {', '.join(targets) or 'none'} but "
                                    f"this GPU ({here['gpu']}) has {here['compute_capability']}; rebuild it with "
                                    f"'resnet-edge export --trt-rtx-cc {here['compute_capability']}'.")
-        return meta
+        return side
     _trt(lib)
     here = device_identity()
-    for key, label in (("gpu", "GPU"), ("compute_capability", "compute capability")):
-        if meta.get(key) != here[key]:
-            raise ArtifactMismatch(f"{engine} was built for {label} {meta.get(key)} but this machine has "
+    for built, key, label in ((side.gpu, "gpu", "GPU"), (side.compute_capability, "compute_capability",
+                                                          "compute capability")):
+        if built != here[key]:
+            raise ArtifactMismatch(f"{engine} was built for {label} {built} but this machine has "
                                    f"{here[key]}; rebuild it here with 'resnet-edge export --trt'.")
-    return meta
+    return side
 
 
-def load_engine(engine: Path, lib: Library | None = None):
+def load_engine(engine: Path, lib: Library | None = None, side: EngineSidecar | None = None):
     """Deserialize a compatible engine (checked against its sidecar first)."""
-    lib = lib or library_of(engine)
-    check_compatible(engine, lib)
+    side = side or EngineSidecar.read(engine)
+    lib = lib or side.lib
+    check_compatible(engine, lib, side)
     trt = lib.load()
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     cuda_engine = runtime.deserialize_cuda_engine(engine.read_bytes())
@@ -200,19 +237,20 @@ class EngineRunner:
     """The one way an engine runs here (export verifies with it, the runtime backends serve with it):
     named tensors, torch CUDA tensors as buffers, copy-in, execute and copy-out on one stream."""
 
-    def __init__(self, engine: Path, lib: Library | None = None) -> None:
+    def __init__(self, engine: Path, lib: Library | None = None, side: EngineSidecar | None = None) -> None:
         import torch
 
         self.path = Path(engine)
-        self.lib = lib or library_of(self.path)
+        self.side = side or EngineSidecar.read(self.path)
+        self.lib = lib or self.side.lib
         trt = self.lib.load()
-        self.engine = load_engine(self.path, self.lib)  # checks the sidecar against this library and GPU first
-        self.meta = read_sidecar(self.path)
+        self.engine = load_engine(self.path, self.lib, self.side)  # checks the sidecar against the library and GPU
+        self.meta = self.side.doc
         self.context = self._context(trt)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.max_batch = int(self.meta["profile"]["max_batch"])
+        self.max_batch = self.side.max_batch
         self.stream = torch.cuda.Stream()
 
     def _context(self, trt: Any):
@@ -234,9 +272,9 @@ class EngineRunner:
         with torch.cuda.stream(self.stream):
             xb = torch.from_numpy(np.ascontiguousarray(x)).pin_memory().to("cuda", non_blocking=True)
             if not self.context.set_input_shape(self.input_name, tuple(xb.shape)):
-                p = self.meta["profile"]
                 raise InvalidInput(f"Batch {xb.shape[0]} is outside the optimization profile of {self.path.name} "
-                                   f"({p['min_batch']}..{p['max_batch']}); rebuild it with a wider --trt-batch.")
+                                   f"({self.side.min_batch}..{self.side.max_batch}); rebuild it with a wider "
+                                   "--trt-batch.")
             yb = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
             self.context.set_tensor_address(self.input_name, xb.data_ptr())
             self.context.set_tensor_address(self.output_name, yb.data_ptr())
@@ -260,8 +298,4 @@ class EngineRunner:
 
 def engine_max_batch(engine: Path) -> int:
     """The largest batch the engine's optimization profile accepts, from its sidecar (no GPU needed)."""
-    try:
-        return int(read_sidecar(engine)["profile"]["max_batch"])
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactMismatch(f"{engine} has no readable sidecar {sidecar_path(Path(engine)).name}; rebuild it with "
-                               "'resnet-edge export --trt'.") from None
+    return EngineSidecar.read(engine).max_batch

@@ -79,3 +79,24 @@ def test_profile_limit_is_read_from_the_sidecar_without_tensorrt(tmp_path):
         tensorrt.engine_max_batch(engine)
     tensorrt.sidecar_path(engine).write_text(json.dumps({"profile": {"min_batch": 1, "opt_batch": 4, "max_batch": 16}}))
     assert tensorrt.engine_max_batch(engine) == 16
+
+
+def test_a_sidecar_is_read_once_into_one_typed_record(tmp_path):
+    """The engine's sidecar is parsed and checked in one place (issue 37): the library, its version, the profile and
+    the targets, with one sentence for a format it does not know or a profile it lacks."""
+    from runtime.backends.trt_engine import TENSORRT_RTX, EngineSidecar, library_of
+
+    engine = tmp_path / "m.rtx.engine"
+    engine.write_bytes(b"plan")
+    side = tensorrt.sidecar_path(engine)
+    side.write_text(json.dumps({"format": "tensorrt_rtx", "tensorrt_rtx_version": "1.7.0",
+                                "profile": {"min_batch": 1, "max_batch": 64}, "compute_capabilities": ["8.6", 12.0]}))
+    read = EngineSidecar.read(engine)
+    assert (read.lib, read.library_version, read.min_batch, read.max_batch) == (TENSORRT_RTX, "1.7.0", 1, 64)
+    assert read.targets == ("8.6", "12.0") and library_of(engine) is TENSORRT_RTX
+    side.write_text(json.dumps({"format": "coreml", "profile": {"min_batch": 1, "max_batch": 64}}))
+    with pytest.raises(ArtifactMismatch, match="names the format 'coreml', which is neither tensorrt nor tensorrt_rtx"):
+        EngineSidecar.read(engine)
+    side.write_text(json.dumps({"format": "tensorrt_rtx"}))
+    with pytest.raises(ArtifactMismatch, match="its optimization profile is missing"):
+        EngineSidecar.read(engine)
