@@ -10,8 +10,8 @@ built by another torch or for another GPU is refused in one sentence before it i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,24 +36,47 @@ def device_identity(device: str) -> dict[str, str]:
     return here
 
 
-def check_compatible(package: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AotiSidecar:
+    """A package's JSON sidecar, read and checked once: what it was built with and for."""
+
+    precision: str
+    max_batch: int
+    device: str  # cpu | cuda
+    torch_version: str
+    gpu: str
+    compute_capability: str
+
+    @classmethod
+    def read(cls, package: Path) -> AotiSidecar:
+        side = sidecar_path(package)
+        try:
+            meta = json.loads(side.read_text())
+            found = cls(str(meta["precision"]), int(meta["max_batch"]), str(meta.get("device", "cpu")),
+                        str(meta.get("torch_version", "")), str(meta.get("gpu", "") or ""),
+                        str(meta.get("compute_capability", "") or ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ArtifactMismatch(f"{package.name} has no readable sidecar {side.name}; rebuild it with "
+                                   "'resnet-edge export --aoti'.") from None
+        if found.device not in ("cpu", "cuda"):
+            raise ArtifactMismatch(f"{side.name} names the device {found.device[:40]!r}; rebuild it with "
+                                   "'resnet-edge export --aoti'.")
+        return found
+
+
+def check_compatible(package: Path) -> AotiSidecar:
     """The sidecar, once it says the package was built here: this torch, and this GPU (or the CPU)."""
     import torch
 
-    side = sidecar_path(package)
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
-        raise ArtifactMismatch(f"{package.name} has no readable sidecar {side.name}; rebuild it with "
-                               "'resnet-edge export --aoti'.") from None
-    if meta.get("device") == "cuda" and not torch.cuda.is_available():
-        raise ArtifactMismatch(f"{package.name} was built for the GPU {meta.get('gpu')}, and PyTorch sees no CUDA GPU "
-                               "here.")
-    here = device_identity(meta.get("device", "cpu"))
+    meta = AotiSidecar.read(package)
+    if meta.device == "cuda" and not torch.cuda.is_available():
+        raise ArtifactMismatch(f"{package.name} was built for the GPU {meta.gpu}, and PyTorch sees no CUDA GPU here.")
+    here = device_identity(meta.device)
     for key, label in (("torch_version", "torch"), ("gpu", "GPU"), ("compute_capability", "compute capability")):
-        if meta.get(key, "") != here[key]:
-            raise ArtifactMismatch(f"{package.name} was built with {label} {meta.get(key) or 'none'} but this machine "
-                                   f"has {here[key] or 'none'}; rebuild it here with 'resnet-edge export --aoti'.")
+        if getattr(meta, key) != here[key]:
+            raise ArtifactMismatch(f"{package.name} was built with {label} {getattr(meta, key) or 'none'} but this "
+                                   f"machine has {here[key] or 'none'}; rebuild it here with 'resnet-edge export "
+                                   "--aoti'.")
     return meta
 
 
@@ -72,12 +95,12 @@ class AotiBackend(TorchBackend):
         import torch
 
         meta = check_compatible(self.source)
-        if meta.get("precision") != self.precision:
-            raise InvalidInput(f"{self.source.name} holds a {meta.get('precision')} model, not {self.precision}.")
-        if self.max_batch > int(meta.get("max_batch", 0)):
-            raise InvalidInput(f"A batch limit of {self.max_batch} exceeds the {meta.get('max_batch')} that "
+        if meta.precision != self.precision:
+            raise InvalidInput(f"{self.source.name} holds a {meta.precision} model, not {self.precision}.")
+        if self.max_batch > meta.max_batch:
+            raise InvalidInput(f"A batch limit of {self.max_batch} exceeds the {meta.max_batch} that "
                                f"{self.source.name} was compiled for; lower --max-batch-size or re-export.")
-        self._device = torch.device(meta["device"])
+        self._device = torch.device(meta.device)
         self._threads = int(self.options.get("threads") or 0)
         self._dtype = getattr(torch, DTYPES[self.precision])
         self._format = torch.contiguous_format  # the layout the package was exported with

@@ -81,6 +81,11 @@ def test_package_from_another_torch_or_device_is_refused(cpu_package, arts, tmp_
         AotiBackend(arts.spec, copy, precision="bf16").load()
     with pytest.raises(InvalidInput, match="exceeds the 64"):  # export compiles for its --max-batch-size
         AotiBackend(arts.spec, copy, precision="fp32", max_batch=128).load()
+    for broken, match in (({k: v for k, v in side.items() if k != "max_batch"}, "no readable sidecar"),
+                          ({**side, "device": "tpu"}, "names the device 'tpu'")):  # read once, typed (issue 37)
+        sidecar_path(copy).write_text(json.dumps(broken))
+        with pytest.raises(ArtifactMismatch, match=match):
+            AotiBackend(arts.spec, copy, precision="fp32").load()
     sidecar_path(copy).unlink()
     with pytest.raises(ArtifactMismatch, match="no readable sidecar"):
         AotiBackend(arts.spec, copy, precision="fp32").load()
