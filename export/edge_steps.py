@@ -15,7 +15,7 @@ from typing import Any
 
 from export.source import timed
 from resnet_edge.errors import MissingDependency
-from runtime.contract import Precision, Skipped
+from runtime.contract import Precision, QuantizerDecision, Skipped
 from runtime.formats import FORMATS
 from runtime.outputs import run_batched
 
@@ -151,10 +151,10 @@ def _openvino_int8(b, out: Path) -> tuple[dict[str, Any], float]:
 
     wanted = b.cfg.int8_quantizer
     if wanted == "auto" and (why := builder.nncf_unavailable()):
-        b.decisions["openvino_int8_quantizer"] = {"chosen": "ort", "rule": f"NNCF not tried: {why}"}
+        b.decisions["openvino_int8_quantizer"] = QuantizerDecision("ort", f"NNCF not tried: {why}")
         wanted = "ort"
     if wanted == "auto" and not len(b.src.heldout_x):
-        b.decisions["openvino_int8_quantizer"] = {"chosen": "ort", "rule": "not tried: no held-out images"}
+        b.decisions["openvino_int8_quantizer"] = QuantizerDecision("ort", "not tried: no held-out images")
         wanted = "ort"
     candidates = ("ort", "nncf") if wanted == "auto" else (wanted,)
     built: dict[str, tuple[Path, dict[str, Any], float]] = {}
@@ -171,10 +171,10 @@ def _openvino_int8(b, out: Path) -> tuple[dict[str, Any], float]:
     held = {q: compare(src.heldout_ref, logits(b, "openvino", path, "int8", src.heldout_x), "int8",
                        src.heldout_labels) for q, (path, _, _) in built.items()}
     chosen, rule = builder.choose(held)
-    b.decisions["openvino_int8_quantizer"] = {
-        "chosen": chosen, "rule": rule, "split": b.decisions.get("heldout_images", f"{len(src.heldout_x)} held-out"),
+    b.decisions["openvino_int8_quantizer"] = QuantizerDecision(
+        chosen, rule, b.decisions.get("heldout_images", f"{len(src.heldout_x)} held-out"),
         **{f"{q}_heldout_accuracy": r.accuracy for q, r in held.items()},
-        **{f"{q}_heldout_top1_agreement": r.top1_agreement for q, r in held.items()}}
+        **{f"{q}_heldout_top1_agreement": r.top1_agreement for q, r in held.items()})
     for q, (path, _, _) in built.items():
         weights = builder.weights_path(path)
         if q == chosen:

@@ -27,6 +27,7 @@ from export.steps import Build, plan_steps
 from resnet_edge.errors import AccuracyRegression, InvalidInput, MissingDependency
 from runtime.contract import (
     ArtifactRow,
+    Decisions,
     Evaluation,
     Golden,
     Manifest,
@@ -185,7 +186,7 @@ def _manifest(cfg: ExportConfig, src: ExportSource, build: Build, golden: Golden
         artifacts=tuple(build.rows), golden=golden, reference=reference, fold=src.fold,
         evaluation=Evaluation(src.evaluated, len(src.labels), cfg.limit, tuple(cfg.precisions),
                               src.data.calibration_indices),
-        skipped=tuple(build.skipped), decisions=build.decisions, tools=src.tools)
+        skipped=tuple(build.skipped), decisions=Decisions(**build.decisions), tools=src.tools)
 
 
 def results_table(rows: list[ArtifactRow], fold: ParityResult, out: Path | None = None,

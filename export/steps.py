@@ -16,7 +16,7 @@ from typing import Any
 from export import quantize, tensorrt
 from export.parity import TOLERANCES, compare, interleaved_latency_ms, ort_logits
 from export.source import ExportSource, artifact_row, timed
-from runtime.contract import ArtifactRow, Skipped
+from runtime.contract import ArtifactRow, Skipped, U8Decision
 from runtime.outputs import run_batched
 
 
@@ -94,7 +94,7 @@ def onnx_int8_cpu(b: Build) -> None:
     so that the same checkpoint gives the same decision."""
     src = b.src
     if not len(src.heldout_x):
-        b.decisions["int8_cpu_u8_variant"] = {"kept": False, "rule": "not tried: no held-out images to decide on"}
+        b.decisions["int8_cpu_u8_variant"] = U8Decision(False, "not tried: no held-out images to decide on")
         return
     opts = replace(_int8_opts(b), activations=quantize.Activations.U8)
     s8_path = b.onnx["int8"]
@@ -105,11 +105,9 @@ def onnx_int8_cpu(b: Build) -> None:
     u8_held = compare(src.heldout_ref, ort_logits(u8_path, src.heldout_x), "int8", src.heldout_labels)
     keep, rule = u8_variant_decision(s8_ms, u8_ms, s8_held, u8_held)
     keep = keep and u8.status == "ok"
-    b.decisions["int8_cpu_u8_variant"] = {
-        "kept": keep, "split": b.decisions.get("heldout_images", f"{len(src.heldout_x)} held-out images"),
-        "s8_ms_batch64": round(s8_ms, 3), "u8_ms_batch64": round(u8_ms, 3),
-        "s8_heldout_accuracy": s8_held.accuracy, "u8_heldout_accuracy": u8_held.accuracy,
-        "u8_heldout_top1_agreement": u8_held.top1_agreement, "rule": rule}
+    b.decisions["int8_cpu_u8_variant"] = U8Decision(
+        keep, rule, b.decisions.get("heldout_images", f"{len(src.heldout_x)} held-out images"), round(s8_ms, 3),
+        round(u8_ms, 3), s8_held.accuracy, u8_held.accuracy, u8_held.top1_agreement)
     if not keep:
         b.rows.remove(u8)
         u8_path.unlink()

@@ -139,6 +139,47 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class U8Decision:
+    """Whether export kept the asymmetric-uint8 CPU variant of the INT8 ONNX file, measured on the held-out split."""
+
+    kept: bool
+    rule: str
+    split: str = ""
+    s8_ms_batch64: float | None = None
+    u8_ms_batch64: float | None = None
+    s8_heldout_accuracy: float | None = None
+    u8_heldout_accuracy: float | None = None
+    u8_heldout_top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class QuantizerDecision:
+    """Which quantizer made the OpenVINO IR INT8 file (ort: our QDQ ONNX; nncf), measured on the held-out split."""
+
+    chosen: str
+    rule: str
+    split: str = ""
+    ort_heldout_accuracy: float | None = None
+    nncf_heldout_accuracy: float | None = None
+    ort_heldout_top1_agreement: float | None = None
+    nncf_heldout_top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What export decided, and on which images: where its held-out, calibration and evaluation images came from,
+    the optional variants it kept or chose, and why some files are not in the Triton repository."""
+
+    heldout_images: str = ""
+    calibration_images: str = ""
+    evaluation_images: str = ""
+    int8_cpu_u8_variant: U8Decision | None = None
+    openvino_int8_quantizer: QuantizerDecision | None = None
+    triton_tensorrt_rtx: str | None = None
+    triton_aoti: str | None = None
+
+
+@dataclass(frozen=True)
 class Skipped:
     """A format export did not build here, and why."""
 
@@ -216,7 +257,7 @@ class Manifest:
     fold: ParityResult | None = None
     evaluation: Evaluation = field(default_factory=Evaluation)
     skipped: tuple[Skipped, ...] = ()
-    decisions: dict[str, Any] = field(default_factory=dict)
+    decisions: Decisions = field(default_factory=Decisions)
     tools: dict[str, str] = field(default_factory=dict)
 
     @property

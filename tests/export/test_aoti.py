@@ -99,7 +99,7 @@ def test_export_with_aoti_records_the_package_and_parity_runs_it(aoti_export):
     (row,) = [a for a in arts.manifest.artifacts if a.format == "aoti"]
     assert (row.precision, row.target, row.status) == ("fp32", "cpu", "ok")
     assert (out / row.sidecar).is_file() and row.test_accuracy == arts.manifest.source.test_accuracy
-    assert "Triton's PyTorch backend" in arts.manifest.decisions["triton_aoti"]
+    assert "Triton's PyTorch backend" in arts.manifest.decisions.triton_aoti
     assert not any("aoti" in p.name for p in (tmp_path / "triton").iterdir())
     res = subprocess.run([sys.executable, "-m", "resnet_edge", "parity", str(out), "--backend", "aoti", "--limit",
                           "500", "--random", "16"], capture_output=True, text=True, timeout=300)

@@ -55,10 +55,10 @@ def test_executorch_delegates_the_convolutions_to_xnnpack(manifest):
 
 
 def test_openvino_int8_records_which_quantizer_the_held_out_split_chose(manifest):
-    decision = manifest.decisions["openvino_int8_quantizer"]
-    assert decision["chosen"] in ("ort", "nncf") and "held-out" in decision["rule"]
-    assert {"ort_heldout_top1_agreement", "nncf_heldout_top1_agreement"} <= set(decision)
-    assert _row(manifest, "openvino", "int8").details["quantizer"] == decision["chosen"]
+    decision = manifest.decisions.openvino_int8_quantizer
+    assert decision.chosen in ("ort", "nncf") and "held-out" in decision.rule
+    assert None not in (decision.ort_heldout_top1_agreement, decision.nncf_heldout_top1_agreement)
+    assert _row(manifest, "openvino", "int8").details["quantizer"] == decision.chosen
 
 
 def test_weights_beside_a_param_or_xml_are_hashed_with_it(export_dir, tmp_path):

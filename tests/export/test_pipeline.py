@@ -54,19 +54,18 @@ def test_cpu_int8_decision_is_taken_on_held_out_training_images(export_dir):
     from export.steps import u8_variant_decision
 
     manifest = read_manifest(export_dir)
-    d = manifest.decisions["int8_cpu_u8_variant"]
+    d = manifest.decisions.int8_cpu_u8_variant
     kept = any(a.target == "cpu" for a in manifest.artifacts)
-    assert d["kept"] == kept and (export_dir / "resnet18_int8_cpu.onnx").exists() == kept
+    assert d.kept == kept and (export_dir / "resnet18_int8_cpu.onnx").exists() == kept
     # Decided on the validation split the checkpoint records: never trained on, never the test set.
-    assert d["split"] == "2000 images of the validation split the checkpoint records (never trained on)"
-    assert "test" not in d["rule"]
+    assert d.split == "2000 images of the validation split the checkpoint records (never trained on)"
+    assert "test" not in d.rule
 
     def stats(acc, agree):
         return ParityResult(0, 0, 1, agree, acc, 0.9, 2000)
 
-    u8_row = {"ms": d["u8_ms_batch64"], "acc": d["u8_heldout_accuracy"], "agree": d["u8_heldout_top1_agreement"]}
-    recomputed, _ = u8_variant_decision(d["s8_ms_batch64"], u8_row["ms"], stats(d["s8_heldout_accuracy"], 1.0),
-                                        stats(u8_row["acc"], u8_row["agree"]))
+    recomputed, _ = u8_variant_decision(d.s8_ms_batch64, d.u8_ms_batch64, stats(d.s8_heldout_accuracy, 1.0),
+                                        stats(d.u8_heldout_accuracy, d.u8_heldout_top1_agreement))
     assert recomputed == kept  # the recorded numbers alone justify the recorded decision
 
 
