@@ -14,6 +14,7 @@ from rich.table import Table
 from resnet_edge.errors import InvalidInput
 from resnet_edge.images import to_input
 from runtime.outputs import SavedRun, run_batched
+from runtime.precision import Precision, precision_of
 from runtime.spec import Artifacts
 from runtime.tolerances import TOLERANCES, ParityResult, Tolerance, compare
 from runtime.variants import Variant
@@ -25,10 +26,13 @@ __all__ = ["TOLERANCES", "ParityReport", "ParityResult", "ParityRow", "Tolerance
 class ParityRow:
     variant: str
     backend: str
-    precision: str
+    precision: Precision
     real: ParityResult
     random: ParityResult | None  # None where the reference is the golden set (no PyTorch to run random inputs)
     seconds: float
+
+    def __post_init__(self) -> None:
+        self.precision = precision_of(self.precision)
 
     @property
     def passed(self) -> bool:

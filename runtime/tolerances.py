@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from runtime.precision import Precision, precision_of
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -16,18 +18,18 @@ class Tolerance:
 
 # The one tolerance table, keyed by precision. Export's accuracy gates, BN folding, the choice of
 # optional variants, runtime parity and the tests all read it; nothing restates a bound.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_rel=1e-4, max_acc_drop_pt=0.1),
-    "fp16": Tolerance(max_rel=1e-2, max_acc_drop_pt=0.1),
-    "bf16": Tolerance(max_rel=5e-2, min_top1=0.99),
-    "int8": Tolerance(min_top1=0.99, max_acc_drop_pt=0.5),
+TOLERANCES: dict[Precision, Tolerance] = {
+    Precision.FP32: Tolerance(max_rel=1e-4, max_acc_drop_pt=0.1),
+    Precision.FP16: Tolerance(max_rel=1e-2, max_acc_drop_pt=0.1),
+    Precision.BF16: Tolerance(max_rel=5e-2, min_top1=0.99),
+    Precision.INT8: Tolerance(min_top1=0.99, max_acc_drop_pt=0.5),
 }
 
 
 def tolerance_failures(precision: str, *, max_rel: float, top1_agreement: float, accuracy: float | None,
                        ref_accuracy: float | None, gate_top1: bool = True) -> tuple[str, ...]:
     """Each bound of ``precision``'s row of the table that these statistics miss, as a phrase."""
-    tol, failures = TOLERANCES[str(precision)], []
+    tol, failures = TOLERANCES[precision_of(precision)], []
     if tol.max_rel is not None and max_rel > tol.max_rel:
         failures.append(f"max relative error {max_rel:.2e} > {tol.max_rel:.0e}")
     if tol.min_top1 is not None and gate_top1 and top1_agreement < tol.min_top1:

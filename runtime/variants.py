@@ -11,6 +11,7 @@ from runtime import backends
 from runtime.backends.base import Backend
 from runtime.backends.cpu_features import cpu_has_bf16
 from runtime.formats import FORMATS, backends_for, formats_on, runs_on
+from runtime.precision import Precision, precision_of
 from runtime.spec import Artifact, Artifacts
 
 
@@ -18,12 +19,15 @@ from runtime.spec import Artifact, Artifacts
 class Variant:
     backend: str
     source: Path
-    precision: str
+    precision: Precision
     label: str
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     artifact: Artifact | None = None
     peer: bool = False  # a default-settings baseline of what users would otherwise run
     target: str = "any"  # any | cpu: the artifact variant made for one kind of device
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", precision_of(self.precision))
 
     @property
     def tag(self) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from resnet_edge.atomic import sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput, ToolkitError
+from runtime.precision import Precision, precision_of
 from runtime.spec import Artifact, ModelSpec
 
 
@@ -28,9 +29,12 @@ class Offer:
     """One way a backend runs an artifact: the precision it computes in, how parity and bench name it, the options
     it is created with."""
 
-    precision: str
+    precision: Precision
     label: str
     options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", precision_of(self.precision))
 
 
 class Backend(ABC):
@@ -45,9 +49,10 @@ class Backend(ABC):
         ``skipped`` for one it cannot run there. By default: the artifact's own precision."""
         return [Offer(art.precision, f"{cls.name} {art.tag}", {"threads": threads})]
 
-    def __init__(self, spec: ModelSpec, source: Path, *, precision: str = "fp32", max_batch: int = 64,
+    def __init__(self, spec: ModelSpec, source: Path, *, precision: str | Precision = "fp32", max_batch: int = 64,
                  buckets: tuple[int, ...] | None = None, **options: Any) -> None:
-        self.spec, self.source, self.precision, self.max_batch = spec, Path(source), precision, max_batch
+        self.spec, self.source, self.max_batch = spec, Path(source), max_batch
+        self.precision: Precision = precision_of(precision)
         self.buckets = bucket_sizes(max_batch, buckets)
         self.expected_sha256: dict[Path, str] = dict(options.pop("expected_sha256", None) or {})
         self.options = options

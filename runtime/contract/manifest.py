@@ -9,7 +9,6 @@ manifests (resnet-edge 0.1 before the typed contract) are read and upgraded in m
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from resnet_edge.compression import Compression
 from resnet_edge.errors import ArtifactMismatch
 from resnet_edge.images import policy_text
 from resnet_edge.typed import Malformed, from_json, schema, to_json
+from runtime.precision import Precision
 from runtime.tolerances import ParityResult
 
 SCHEMA_VERSION = 2
@@ -26,21 +26,6 @@ READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 GOLDEN_FILE = "golden.npz"  # real test images (uint8), labels and PyTorch FP32 logits: parity without torch
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
-
-
-class Precision(str, enum.Enum):
-    """The precision vocabulary every stage uses: the tolerance table, the formats table and the CLI's choices."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    INT8 = "int8"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
