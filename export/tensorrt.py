@@ -21,7 +21,6 @@ import numpy as np
 from resnet_edge.atomic import atomic_write_bytes, atomic_write_text, sha256_file
 from resnet_edge.errors import ArtifactMismatch, InvalidInput
 from runtime.backends.trt_engine import (  # noqa: F401 - the runtime half, re-exported for export's callers
-    INSTALL_HINT,
     TENSORRT,
     TENSORRT_RTX,
     EngineRunner,
@@ -37,7 +36,6 @@ from runtime.backends.trt_engine import (  # noqa: F401 - the runtime half, re-e
     run_unavailable_reason,
     runtime_cache_path,
     sidecar_path,
-    trt_major,
     unavailable_reason,
 )
 from runtime.outputs import run_batched

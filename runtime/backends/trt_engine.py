@@ -64,7 +64,6 @@ TENSORRT_RTX = Library("TensorRT-RTX", "tensorrt_rtx", "tensorrt_rtx", "rtx", "t
                        builds_without_gpu=True, always_strongly_typed=True,
                        runs_on=("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"))
 LIBRARIES = {lib.fmt: lib for lib in (TENSORRT, TENSORRT_RTX)}
-INSTALL_HINT = TENSORRT.install_hint
 
 
 def gpu_capability() -> str | None:
@@ -117,10 +116,6 @@ def _trt(lib: Library = TENSORRT, *, to_run: bool = True) -> Any:
     if reason:
         raise MissingDependency(reason)
     return lib.load()
-
-
-def trt_major(trt_module: Any) -> int:
-    return int(str(trt_module.__version__).split(".")[0])
 
 
 def device_identity() -> dict[str, str]:
