@@ -84,10 +84,7 @@ def parity_cmd(
     if device == "vulkan":
         from runtime.vulkan import device as vulkan_device
 
-        dev = vulkan_device(gpu_index)
-        console.print(f"on {escape(dev.describe())}, driver {dev.driver_version}"
-                      + (": a software device (parity means something, timings do not)" if dev.software else ""),
-                      highlight=False)
+        console.print(escape(vulkan_device(gpu_index).where()), highlight=False)
     for line in skipped:
         console.print(f"[yellow]skipped:[/] {escape(line)}", highlight=False)
     if json_out:

@@ -46,6 +46,11 @@ class VulkanDevice:
     def describe(self) -> str:
         return f"Vulkan device {self.index}: {self.name} ({self.kind}, Vulkan {self.api_version})"
 
+    def where(self) -> str:
+        """The line parity and bench print under their tables: the device, its driver, and what its figures mean."""
+        return (f"on {self.describe()}, driver {self.driver_version}"
+                + (": a software device (parity means something, timings do not)" if self.software else ""))
+
     def record(self) -> dict[str, object]:
         """What a manifest row or a report records of the device."""
         return {"index": self.index, "name": self.name, "kind": self.kind, "software": self.software,

@@ -116,9 +116,7 @@ def bench_cmd(
     if device == "vulkan":
         from runtime.vulkan import device as vulkan_device
 
-        dev = vulkan_device(gpu_index)
-        console.print(f"on {escape(dev.describe())}" + (": a software device, whose timings mean nothing about a GPU"
-                                                        if dev.software else ""), highlight=False)
+        console.print(escape(vulkan_device(gpu_index).where()), highlight=False)
     sp = speedup_table(result)
     if sp is not None:
         console.print(sp)

@@ -22,7 +22,7 @@ from runtime.serving.errors import (
     NotFound,
     status_of,
 )
-from runtime.serving.hosts import LOOPBACK_NAMES, host_allowed, host_name, misdirected  # noqa: F401 (re-exported)
+from runtime.serving.hosts import host_allowed, misdirected
 from runtime.serving.pool import INLINE_BYTES, off_loop
 from runtime.serving.protocol import HEADER, build_response, parse_infer, shown
 from runtime.serving.state import ServerState
